@@ -1,0 +1,146 @@
+"""Evaluation on the 11 test-agnostic test sets, for one preference or many at once.
+
+Features do not depend on the preference, and the 11 test sets are index subsets of one balanced test
+set, so evaluation is: features of the balanced test set ONCE, then predictions for P preferences in one
+compiled call (hypernetwork and heads vmapped over P), then accuracies by indexing. Evaluating 231
+preferences costs little more than evaluating one.
+
+Results follow ``hyperlt evaluate --json``: ``{"forward50": {"all": a, "many": a, "medium": a, "few": a},
+...}``, accuracies as fractions, ``None`` for a group with no images in that test set.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlt.data import augment, longtail, pipeline
+from hyperlt.model import ExpertModel
+from hyperlt.train import Run
+
+GROUP_NAMES = ("all",) + longtail.SHOT_GROUPS
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _features(model: ExpertModel, params, batch_stats, images_uint8, mean, std):
+  return model.features(params, batch_stats, augment.normalize(images_uint8, mean, std), train=False)[0]
+
+
+def extract_features(model: ExpertModel, params, batch_stats, images: np.ndarray, mean, std,
+                     batch_size: int = 1000) -> jnp.ndarray:
+  """Features [T, N, d] of uint8 images [N, H, W, C], in fixed-size batches (one compilation)."""
+  n = len(images)
+  batch_size = min(batch_size, n)
+  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  chunks = []
+  for start in range(0, n, batch_size):
+    batch = images[start:start + batch_size]
+    pad = batch_size - len(batch)
+    if pad:
+      batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
+    chunks.append(_features(model, params, batch_stats, batch, mean, std)[:, :batch_size - pad])
+  return jnp.concatenate(chunks, axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _logits_for_alphas(model: ExpertModel, params, features, alphas):
+  return model.logits(params, features, model.r_hat(params, alphas))
+
+
+def logits(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray,
+           chunk: int = 2048) -> jnp.ndarray:
+  """Logits [P, N, K] for raw preferences alphas [P, T] over features [T, N, d]."""
+  return jnp.concatenate([_logits_for_alphas(model, params, features[:, s:s + chunk], jnp.asarray(alphas))
+                          for s in range(0, features.shape[1], chunk)], axis=1)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(model: ExpertModel, params, features, alphas):
+  return jnp.argmax(_logits_for_alphas(model, params, features, alphas), axis=-1)
+
+
+def predict_classes(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray,
+                    chunk: int = 1000) -> np.ndarray:
+  """Predicted classes [P, N] for raw preferences alphas [P, T]; chunks over N bound the memory."""
+  alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
+  n = features.shape[1]
+  chunk = min(chunk, n)
+  out = []
+  for start in range(0, n, chunk):
+    part = features[:, start:start + chunk]
+    pad = chunk - part.shape[1]
+    if pad:
+      part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
+    out.append(_predict(model, params, part, alphas)[:, :chunk - pad])
+  return np.asarray(jnp.concatenate(out, axis=1))
+
+
+def accuracy_table(predictions: np.ndarray, labels: np.ndarray, test_sets: dict[str, np.ndarray],
+                   groups: dict[str, np.ndarray]) -> dict[str, dict[str, float | None]]:
+  """Accuracy by test set and shot group for one preference's predictions [N] on the balanced set."""
+  correct = predictions == labels
+  table = {}
+  for name, idx in test_sets.items():
+    row = {"all": float(correct[idx].mean()) if len(idx) else None}
+    for group, mask in groups.items():
+      members = idx[mask[labels[idx]]]
+      row[group] = float(correct[members].mean()) if len(members) else None
+    table[name] = row
+  return table
+
+
+def evaluate_alphas(run: Run, alphas: np.ndarray, features: jnp.ndarray | None = None) -> list[dict]:
+  """Results for each raw preference in alphas [P, T]: [{"preference": [...], "results": {...}}]."""
+  data = run.data
+  if features is None:
+    features = test_features(run)
+  predictions = predict_classes(run.model, run.state.params, features, alphas)
+  return [{"preference": [float(v) for v in alpha],
+           "results": accuracy_table(pred, data.test_y, data.test_sets, data.groups)}
+          for alpha, pred in zip(np.atleast_2d(alphas), predictions)]
+
+
+def test_features(run: Run) -> jnp.ndarray:
+  data: pipeline.Prepared = run.data
+  return extract_features(run.model, run.state.params, run.state.batch_stats, data.test_x, data.mean, data.std,
+                          run.config.train.eval_batch_size)
+
+
+def default_preference(run: Run) -> np.ndarray:
+  """``preference.default`` if set; else the vertex of the "uniform" anchor; else equal weights."""
+  from hyperlt import preference  # pylint: disable=g-import-not-at-top
+  t = run.model.num_experts
+  if run.config.preference.default:
+    return preference.parse(run.config.preference.default, t, "preference.default")
+  anchors = list(run.config.loss.anchors)
+  if "uniform" in anchors:
+    return np.eye(t, dtype=np.float32)[anchors.index("uniform")]
+  return np.full((t,), 1.0 / t, np.float32)
+
+
+def _fmt(v: float | None) -> str:
+  return "   -  " if v is None else f"{100 * v:6.2f}"
+
+
+def format_table(results: dict[str, dict[str, float | None]], title: str = "") -> str:
+  """A fixed-width table of one preference's results, accuracies in percent."""
+  lines = [title] if title else []
+  lines.append(f"{'test set':<11}" + "".join(f"{g:>8}" for g in GROUP_NAMES))
+  for name, row in results.items():
+    lines.append(f"{name:<11}" + "".join(f"  {_fmt(row[g])}" for g in GROUP_NAMES))
+  return "\n".join(lines)
+
+
+def format_comparison(results: Sequence[dict], labels: Sequence[str]) -> str:
+  """Overall accuracy (percent) of several preferences side by side, one row per test set."""
+  names = list(results[0]["results"])
+  lines = [f"{'test set':<11}" + "".join(f"{l:>12}" for l in labels)]
+  for name in names:
+    lines.append(f"{name:<11}" + "".join(f"      {_fmt(r['results'][name]['all'])}" for r in results))
+  means = [np.mean([r["results"][n]["all"] for n in names]) for r in results]
+  lines.append(f"{'mean':<11}" + "".join(f"      {_fmt(m)}" for m in means))
+  return "\n".join(lines)

@@ -1,0 +1,106 @@
+"""The expert model as pure functions over a parameter pytree.
+
+Every use of the model (training, evaluation, sweeps, adaptation, prediction) is the same path:
+
+    images --backbone--> features [T, B, d]              (independent of the preference)
+    r_hat [P, T] --heads--> W [P, T, d, K]              (hypernetwork, or fixed per-expert matrices)
+    (features, W, r_hat) --combine--> logits [P, B, K]
+
+Parameters are ``{"backbone": ..., "heads": ..., "log_scale": [T]}``; batch statistics are
+``{"backbone": ...}``. The model object holds only static structure (module definitions and sizes), so
+its methods can be closed over by ``jax.jit`` without ever being traced.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from hyperlt import hypernet, preference
+from hyperlt.models import heads
+from hyperlt.models.resnet import CifarResNet
+
+Params = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertModel:
+  """T experts on a shared trunk, with preference-generated (or fixed) cosine heads."""
+
+  backbone: CifarResNet
+  num_classes: int
+  head: str = "hyper"
+  hyper_hidden: tuple[int, ...] = (128, 128, 128)
+  scale: float = 30.0
+  combine: str = "weighted"
+
+  @property
+  def num_experts(self) -> int:
+    return self.backbone.num_experts
+
+  @property
+  def feature_dim(self) -> int:
+    return self.backbone.feature_dim
+
+  @property
+  def hypernetwork(self) -> hypernet.HyperNetwork:
+    return hypernet.HyperNetwork(self.num_experts, self.feature_dim, self.num_classes, tuple(self.hyper_hidden))
+
+  def init(self, key: jax.Array, image_shape: tuple[int, int, int]) -> tuple[Params, Params]:
+    """(params, batch_stats) for images of shape [H, W, C]."""
+    backbone_key, head_key = jax.random.split(key)
+    variables = self.backbone.init(backbone_key, jnp.zeros((1,) + tuple(image_shape), jnp.float32), train=False)
+    if self.head == "hyper":
+      head_params = hypernet.init(head_key, self.hypernetwork)
+    else:
+      shape = (self.num_experts, self.feature_dim, self.num_classes)
+      head_params = {"weights": jax.random.normal(head_key, shape, jnp.float32)}
+    params = {"backbone": variables["params"], "heads": head_params,
+              "log_scale": jnp.zeros((self.num_experts,), jnp.float32)}
+    return params, {"backbone": variables.get("batch_stats", {})}
+
+  def features(self, params: Params, batch_stats: Params, images: jnp.ndarray,
+               train: bool) -> tuple[jnp.ndarray, Params]:
+    """Features [T, B, d] of normalised images [B, H, W, C], and the updated batch statistics."""
+    variables = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
+    if train:
+      feats, updates = self.backbone.apply(variables, images, train=True, mutable=["batch_stats"])
+      return feats, {"backbone": updates["batch_stats"]}
+    return self.backbone.apply(variables, images, train=False), batch_stats
+
+  def r_hat(self, params: Params, alpha: jnp.ndarray) -> jnp.ndarray:
+    """Effective preferences [P, T] from raw preferences alpha [P, T] (see hyperlt.preference)."""
+    return preference.effective(params["log_scale"], alpha)
+
+  def head_weights(self, params: Params, r_hat: jnp.ndarray) -> jnp.ndarray:
+    """Head matrices [P, T, d, K]; fixed heads are broadcast over the preference axis."""
+    if self.head == "hyper":
+      return hypernet.apply(params["heads"], self.hypernetwork, r_hat)
+    weights = params["heads"]["weights"]
+    return jnp.broadcast_to(weights, (r_hat.shape[0],) + weights.shape)
+
+  def logits(self, params: Params, features: jnp.ndarray, r_hat: jnp.ndarray) -> jnp.ndarray:
+    """Combined logits [P, B, K] for features [T, B, d] and effective preferences r_hat [P, T]."""
+    return heads.combined_logits(features, self.head_weights(params, r_hat), r_hat, self.scale, self.combine)
+
+  def expert_logits(self, params: Params, features: jnp.ndarray, r_hat: jnp.ndarray) -> jnp.ndarray:
+    """Per-expert logits [P, T, B, K] (for diagnostics and diversity losses)."""
+    return heads.expert_logits(features, self.head_weights(params, r_hat), self.scale)
+
+
+def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertModel:
+  """The model described by a validated ``config.model`` section."""
+  backbone = CifarResNet(
+      num_experts=model_config.num_experts,
+      stage_sizes=tuple(model_config.stage_sizes),
+      widths=tuple(model_config.widths),
+      branch_stages=model_config.branch_stages,
+      dtype=jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32,
+  )
+  return ExpertModel(backbone=backbone, num_classes=num_classes, head=model_config.head,
+                     hyper_hidden=tuple(model_config.hyper_hidden), scale=model_config.scale,
+                     combine=model_config.combine)
