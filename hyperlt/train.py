@@ -1,14 +1,7 @@
-"""Training: the train state, one jitted update, and the loop with checkpoints and JSON-lines metrics.
+"""The training loop: device-resident data, the jitted step, checkpoints and JSON-lines metrics.
 
-One step, for a batch of B images and T experts:
-
-1. augment on device (random crop with padding, flip), normalise;
-2. compute the features [T, B, d] ONCE;
-3. draw T raw preferences (Dirichlet sample i near vertex i), form r_hat [T, T];
-4. vmap over the T samples: hypernetwork -> heads -> logits [T, B, K] -> losses [T];
-5. scalarise (STCH by default) and take one optax step (SGD with Nesterov momentum, weight decay).
-
-The training set lives on the device; every epoch a device-side permutation is drawn and each step
+The update itself (features once, T preference samples vmapped, STCH, optax) is in hyperlt.step. The
+training set lives on the device; every epoch a device-side permutation is drawn and each step
 slices its batch from it, so the loop moves no data from host to device.
 """
 
@@ -18,117 +11,18 @@ import dataclasses
 import functools
 import pathlib
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import tqdm
 
-from hyperlt import checkpoint, config as config_lib, losses, preference
+from hyperlt import checkpoint, config as config_lib, losses
 from hyperlt.data import augment, pipeline
 from hyperlt.errors import UserInputError, require
 from hyperlt.model import ExpertModel, build
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jnp.ndarray
-  params: Any
-  batch_stats: Any
-  opt_state: Any
-  rng: jnp.ndarray
-
-
-def learning_rate_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.Schedule:
-  """Linear warm-up from lr / warmup_steps to lr, then step decay at the milestones or cosine to 0."""
-  warmup = optim.warmup_epochs * steps_per_epoch
-  total = optim.epochs * steps_per_epoch
-  if optim.schedule == "cosine":
-    main = optax.cosine_decay_schedule(optim.lr, max(total - warmup, 1))
-  else:
-    main = optax.piecewise_constant_schedule(
-        optim.lr, {max(m * steps_per_epoch - warmup, 1): optim.decay for m in optim.milestones})
-  if warmup == 0:
-    return main
-  return optax.join_schedules([optax.linear_schedule(optim.lr / warmup, optim.lr, warmup), main], [warmup])
-
-
-def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> optax.GradientTransformation:
-  """SGD (PyTorch semantics: weight decay added to the gradient before momentum).
-
-  The learned preference scale is not decayed: shrinking log r towards 0 would bias r_hat to uniform.
-  """
-  decay_mask = lambda params: {k: jax.tree.map(lambda _: k != "log_scale", v) for k, v in params.items()}
-  return optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
-      optax.sgd(learning_rate_schedule(optim, steps_per_epoch), momentum=optim.momentum or None,
-                nesterov=optim.nesterov),
-  )
-
-
-def init_state(model: ExpertModel, tx: optax.GradientTransformation, seed: int,
-               image_shape: tuple[int, int, int]) -> TrainState:
-  init_key, train_key = jax.random.split(jax.random.PRNGKey(seed))
-  params, batch_stats = model.init(init_key, image_shape)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                    opt_state=tx.init(params), rng=train_key)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """The static settings one step needs, read from a validated config."""
-
-  loss_mode: str
-  objective: str
-  mu: float
-  sampling: str
-  learn_scale: bool
-  beta0: float
-  kappa: float
-  crop_padding: int
-  flip: bool
-
-  @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict) -> "StepConfig":
-    return cls(config.loss.mode, config.loss.objective, config.loss.mu, config.preference.sampling,
-               config.preference.learn_scale, config.preference.beta0, config.preference.kappa, config.data.crop_padding, config.data.flip)
-
-
-def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np.ndarray,
-                step_config: StepConfig) -> Callable:
-  """The pure update ``(state, images, labels, key) -> (state, metrics)`` on normalised images."""
-  adjust = jnp.asarray(adjust)
-  num_experts = model.num_experts
-
-  def loss_fn(params, batch_stats, images, labels, key):
-    features, new_batch_stats = model.features(params, batch_stats, images, train=True)
-    alpha = preference.sample_training(key, num_experts, step_config.sampling, step_config.beta0,
-                                       step_config.kappa)
-    r_hat = model.r_hat(params, alpha)
-    logits = model.logits(params, features, r_hat)
-    targets = alpha / jnp.sum(alpha, axis=-1, keepdims=True)
-    per_sample = losses.preference_losses(logits, targets, adjust, labels, step_config.loss_mode)
-    total = losses.objective(per_sample, step_config.objective, step_config.mu)
-    accuracy = jnp.mean(jnp.argmax(logits, -1) == labels[None], axis=-1)
-    return total, (new_batch_stats, per_sample, accuracy)
-
-  def update(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, key: jax.Array):
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (total, (batch_stats, per_sample, accuracy)), grads = grad_fn(state.params, state.batch_stats, images,
-                                                                  labels, key)
-    if not step_config.learn_scale:
-      grads = {**grads, "log_scale": jnp.zeros_like(grads["log_scale"])}
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": total, "sample_losses": per_sample, "sample_accuracy": accuracy,
-               "grad_norm": optax.global_norm(grads)}
-    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), metrics
-
-  return update
+from hyperlt.step import StepConfig, TrainState, init_state, make_optimizer, make_update
 
 
 def make_resident_step(update: Callable, batch_size: int, mean, std, crop_padding: int, flip: bool) -> Callable:

@@ -1,0 +1,37 @@
+"""Shared fixtures. Training is the expensive part of the suite, so one embedded-default run is
+trained once per session and shared by every test that needs a trained model."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from hyperlt import config as config_lib, train
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg75.npz"
+
+
+def tiny_config(*overrides: str):
+  """A seconds-fast digits config: 1-block ResNet with narrow widths, 2 epochs; extra overrides apply."""
+  config = config_lib.load("digits")
+  config_lib.override(config, ["model.widths=(8,16,32)", "optim.epochs=2", "optim.warmup_epochs=0",
+                               "train.progress=False", *overrides])
+  return config_lib.validate(config)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> pathlib.Path:
+  """A work dir holding the embedded default (`hyperlt train` with no arguments), trained once."""
+  workdir = tmp_path_factory.mktemp("digits_default")
+  config = config_lib.load("digits")
+  config.train.progress = False
+  train.train(config, workdir, log=lambda _: None)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def trained_run(trained_workdir) -> train.Run:
+  """The trained embedded default, restored with its data."""
+  return train.load(trained_workdir)
