@@ -86,8 +86,8 @@ def simplex_grid(num_experts: int, step: float) -> np.ndarray:
 
   For T = 3, step 0.1 gives 66 points and step 0.05 gives 231 (``C(1/step + T - 1, T - 1)``).
   """
-  divisions = round(1.0 / step)
-  if step <= 0 or not math.isclose(divisions * step, 1.0, rel_tol=0, abs_tol=1e-9):
+  divisions = round(1.0 / step) if step > 0 else 0
+  if divisions < 1 or not math.isclose(divisions * step, 1.0, rel_tol=0, abs_tol=1e-9):
     raise UserInputError(f"step: expected a positive number that divides 1 (e.g. 0.1, 0.05), got {step}")
   points = [c for c in itertools.product(range(divisions + 1), repeat=num_experts - 1) if sum(c) <= divisions]
   grid = np.array([list(c) + [divisions - sum(c)] for c in points], np.float32) / divisions
