@@ -59,13 +59,17 @@ def logits(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _predict(model: ExpertModel, params, features, alphas):
-  return jnp.argmax(_logits_for_alphas(model, params, features, alphas), axis=-1)
+def _predict(model: ExpertModel, params, features, alphas, shift):
+  logits = _logits_for_alphas(model, params, features, alphas)
+  return jnp.argmax(logits if shift is None else logits + shift, axis=-1)
 
 
 def predict_classes(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray,
-                    chunk: int = 1000) -> np.ndarray:
-  """Predicted classes [P, N] for raw preferences alphas [P, T]; chunks over N bound the memory."""
+                    chunk: int = 1000, shift: jnp.ndarray | None = None) -> np.ndarray:
+  """Predicted classes [P, N] for raw preferences alphas [P, T]; chunks over N bound the memory.
+
+  ``shift`` [K] is added to the logits before the argmax (post-hoc logit adjustment, see
+  ``ExpertModel.prediction_shift``)."""
   alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
   n = features.shape[1]
   chunk = min(chunk, n)
@@ -75,7 +79,33 @@ def predict_classes(model: ExpertModel, params, features: jnp.ndarray, alphas: n
     pad = chunk - part.shape[1]
     if pad:
       part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
-    out.append(_predict(model, params, part, alphas)[:, :chunk - pad])
+    out.append(_predict(model, params, part, alphas, shift)[:, :chunk - pad])
+  return np.asarray(jnp.concatenate(out, axis=1))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _confidences(model: ExpertModel, params, features, alphas, shift):
+  logits = _logits_for_alphas(model, params, features, alphas)
+  return jnp.max(jax.nn.softmax(logits if shift is None else logits + shift, axis=-1), axis=-1)
+
+
+def predict_confidences(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray,
+                        chunk: int = 1000, shift: jnp.ndarray | None = None) -> np.ndarray:
+  """Confidences [P, N], ``max_k softmax(z + shift)_k``, of the predictions of :func:`predict_classes`.
+
+  The calibration hook: with the correctness of those predictions it gives the expected calibration
+  error (hyperlt.metrics). Same preferences, chunking and ``shift`` as :func:`predict_classes`.
+  """
+  alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
+  n = features.shape[1]
+  chunk = min(chunk, n)
+  out = []
+  for start in range(0, n, chunk):
+    part = features[:, start:start + chunk]
+    pad = chunk - part.shape[1]
+    if pad:
+      part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
+    out.append(_confidences(model, params, part, alphas, shift)[:, :chunk - pad])
   return np.asarray(jnp.concatenate(out, axis=1))
 
 
@@ -98,7 +128,8 @@ def evaluate_alphas(run: Run, alphas: np.ndarray, features: jnp.ndarray | None =
   data = run.data
   if features is None:
     features = test_features(run)
-  predictions = predict_classes(run.model, run.state.params, features, alphas)
+  predictions = predict_classes(run.model, run.state.params, features, alphas,
+                                shift=run.model.prediction_shift(data.prior))
   return [{"preference": [float(v) for v in alpha],
            "results": accuracy_table(pred, data.test_y, data.test_sets, data.groups)}
           for alpha, pred in zip(np.atleast_2d(alphas), predictions)]
