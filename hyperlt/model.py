@@ -22,7 +22,10 @@ import ml_collections
 
 from hyperlt import hypernet, preference
 from hyperlt.models import heads
+from hyperlt.models.imagenet_resnet import ARCHITECTURES, ImageNetResNet
 from hyperlt.models.resnet import CifarResNet
+
+BACKBONES = ("resnet_cifar",) + tuple(ARCHITECTURES)
 
 Params = Any
 
@@ -31,12 +34,13 @@ Params = Any
 class ExpertModel:
   """T experts on a shared trunk, with preference-generated (or fixed) cosine heads."""
 
-  backbone: CifarResNet
+  backbone: CifarResNet | ImageNetResNet
   num_classes: int
   head: str = "hyper"
   hyper_hidden: tuple[int, ...] = (128, 128, 128)
   scale: float = 30.0
   combine: str = "weighted"
+  posthoc_tau: float = 0.0
 
   @property
   def num_experts(self) -> int:
@@ -87,20 +91,38 @@ class ExpertModel:
     """Combined logits [P, B, K] for features [T, B, d] and effective preferences r_hat [P, T]."""
     return heads.combined_logits(features, self.head_weights(params, r_hat), r_hat, self.scale, self.combine)
 
+  def prediction_shift(self, prior) -> jnp.ndarray | None:
+    """The shift [K] added to logits before predicting: ``-posthoc_tau * log pi`` (post-hoc logit
+    adjustment with the TRAINING prior pi), or None when ``posthoc_tau`` is 0."""
+    if not self.posthoc_tau:
+      return None
+    return -self.posthoc_tau * jnp.log(jnp.asarray(prior, jnp.float32))
+
   def expert_logits(self, params: Params, features: jnp.ndarray, r_hat: jnp.ndarray) -> jnp.ndarray:
     """Per-expert logits [P, T, B, K] (for diagnostics and diversity losses)."""
     return heads.expert_logits(features, self.head_weights(params, r_hat), self.scale)
 
 
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertModel:
-  """The model described by a validated ``config.model`` section."""
-  backbone = CifarResNet(
-      num_experts=model_config.num_experts,
-      stage_sizes=tuple(model_config.stage_sizes),
-      widths=tuple(model_config.widths),
-      branch_stages=model_config.branch_stages,
-      dtype=jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32,
-  )
+  """The model described by a validated ``config.model`` section; ``model.backbone`` picks the trunk."""
+  dtype = jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32
+  if model_config.backbone == "resnet_cifar":
+    backbone = CifarResNet(
+        num_experts=model_config.num_experts,
+        stage_sizes=tuple(model_config.stage_sizes),
+        widths=tuple(model_config.widths),
+        branch_stages=model_config.branch_stages,
+        dtype=dtype,
+    )
+  else:
+    backbone = ImageNetResNet(
+        num_experts=model_config.num_experts,
+        architecture=model_config.backbone,
+        branch_stages=model_config.branch_stages,
+        width_multiplier=model_config.width_multiplier,
+        branch_width=model_config.branch_width,
+        dtype=dtype,
+    )
   return ExpertModel(backbone=backbone, num_classes=num_classes, head=model_config.head,
                      hyper_hidden=tuple(model_config.hyper_hidden), scale=model_config.scale,
-                     combine=model_config.combine)
+                     combine=model_config.combine, posthoc_tau=model_config.posthoc_tau)

@@ -11,7 +11,9 @@ so a vertex ``e_i`` is a fixed point: ``r_hat(e_i) = e_i`` whatever ``r``.
 from __future__ import annotations
 
 import itertools
+import json
 import math
+import os
 from typing import Sequence
 
 import jax
@@ -26,9 +28,13 @@ SAMPLING_MODES = ("vertex_dirichlet", "symmetric", "vertices")
 def parse(value: str | Sequence[float] | np.ndarray, num_experts: int, field: str = "preference") -> np.ndarray:
   """Validates a raw preference and returns it as float32 [T], normalised to sum 1.
 
-  Accepts "a,b,c" or a sequence of numbers. Raises UserInputError naming ``field`` when the length is
-  not ``num_experts``, or an entry is not a finite non-negative number, or all entries are zero.
+  Accepts "a,b,c", a sequence of numbers, or the path of a JSON file whose object has a "preference"
+  list (as written by ``hyperlt adapt --out FILE`` or ``--json``). Raises UserInputError naming ``field``
+  when the length is not ``num_experts``, or an entry is not a finite non-negative number, or all
+  entries are zero, or the file is missing or holds no such list.
   """
+  if isinstance(value, str) and _looks_like_file(value):
+    value, field = _preference_from_json_file(value, field), f"{field} (from {value})"
   if isinstance(value, str):
     parts = [p.strip() for p in value.split(",")]
     try:
@@ -52,6 +58,27 @@ def parse(value: str | Sequence[float] | np.ndarray, num_experts: int, field: st
   if total <= 0:
     raise UserInputError(f"{field}: at least one entry must be positive, got {numbers}")
   return np.asarray(numbers, np.float32) / np.float32(total)
+
+
+def _looks_like_file(value: str) -> bool:
+  # A preference string is numbers and commas; a .json name or an existing file means a path.
+  return value.strip().lower().endswith(".json") or os.path.isfile(value)
+
+
+def _preference_from_json_file(path: str, field: str) -> list:
+  """The "preference" list of a JSON file such as ``hyperlt adapt --out`` writes."""
+  expected = 'a JSON object with a "preference" list, as written by hyperlt adapt --out FILE'
+  if not os.path.isfile(path):
+    raise UserInputError(f"{field}: {path} is not a file; expected comma-separated numbers (one per expert) "
+                         f"or {expected}")
+  try:
+    with open(path, encoding="utf-8") as f:
+      content = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise UserInputError(f"{field}: {path} is not readable JSON ({e}); expected {expected}") from None
+  if not isinstance(content, dict) or not isinstance(content.get("preference"), list):
+    raise UserInputError(f"{field}: {path} has no \"preference\" list; expected {expected}")
+  return content["preference"]
 
 
 def effective(log_scale: jnp.ndarray, alpha: jnp.ndarray) -> jnp.ndarray:

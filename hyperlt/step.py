@@ -8,6 +8,10 @@ For a batch of B normalised images and T experts, ``update``:
    (sample i's target is fixed by its sampled preference; see hyperlt.losses);
 4. scalarises the T losses (STCH by default) and takes one optax step (SGD, Nesterov, weight decay).
 
+The baselines are switches on the same step (see hyperlt.methods): margin anchors (LDAM) in the
+per-sample loss, mixup of the batch before step 1 (BalPoE), and RIDE's diversity term subtracted from
+the scalarised objective. Each is off unless its config field enables it, so the default path is unchanged.
+
 Everything here is traceable; ``hyperlt.train`` jits it together with on-device batching and augmentation.
 """
 
@@ -84,28 +88,59 @@ class StepConfig:
   kappa: float
   crop_padding: int
   flip: bool
+  anchors: tuple[str, ...] = ()
+  scale: float = 30.0
+  mixup_alpha: float = 0.0
+  diversity: float = 0.0
+  diversity_temperature: float = 1.0
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "StepConfig":
     return cls(config.loss.mode, config.loss.objective, config.loss.mu, config.preference.sampling,
-               config.preference.learn_scale, config.preference.beta0, config.preference.kappa, config.data.crop_padding, config.data.flip)
+               config.preference.learn_scale, config.preference.beta0, config.preference.kappa,
+               config.data.crop_padding, config.data.flip, anchors=tuple(config.loss.anchors),
+               scale=config.model.scale, mixup_alpha=config.loss.mixup_alpha,
+               diversity=config.loss.diversity, diversity_temperature=config.loss.diversity_temperature)
 
 
 def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np.ndarray,
                 step_config: StepConfig) -> Callable:
-  """The pure update ``(state, images, labels, key) -> (state, metrics)`` on normalised images."""
-  adjust = jnp.asarray(adjust)
+  """The pure update ``(state, images, labels, key) -> (state, metrics)`` on normalised images.
+
+  ``adjust`` [T, K] holds one row per anchor of ``step_config.anchors`` (see losses.adjustments); rows
+  of margin anchors are applied as margins. Without anchors in the step config every row is additive.
+  """
+  if step_config.anchors and any(losses.is_margin_anchor(a) for a in step_config.anchors):
+    additive, margins = (jnp.asarray(a) for a in losses.split_anchors(step_config.anchors, adjust))
+  else:
+    additive, margins = jnp.asarray(adjust), None
   num_experts = model.num_experts
+  use_mixup = step_config.mixup_alpha > 0
 
   def loss_fn(params, batch_stats, images, labels, key):
+    partner_labels = lam = None
+    if use_mixup:
+      key, lam_key, perm_key = jax.random.split(key, 3)
+      lam = jax.random.beta(lam_key, step_config.mixup_alpha, step_config.mixup_alpha)
+      partner = jax.random.permutation(perm_key, labels.shape[0])
+      images = lam * images + (1.0 - lam) * images[partner]
+      partner_labels = labels[partner]
     features, new_batch_stats = model.features(params, batch_stats, images, train=True)
     alpha = preference.sample_training(key, num_experts, step_config.sampling, step_config.beta0,
                                        step_config.kappa)
     r_hat = model.r_hat(params, alpha)
     logits = model.logits(params, features, r_hat)
     targets = alpha / jnp.sum(alpha, axis=-1, keepdims=True)
-    per_sample = losses.preference_losses(logits, targets, adjust, labels, step_config.loss_mode)
+    loss_of_labels = lambda y: losses.preference_losses(logits, targets, additive, y, step_config.loss_mode,
+                                                        margins, step_config.scale)
+    if use_mixup:
+      per_sample = losses.mixed_losses(loss_of_labels, labels, partner_labels, lam)
+    else:
+      per_sample = loss_of_labels(labels)
     total = losses.objective(per_sample, step_config.objective, step_config.mu)
+    if step_config.diversity > 0:
+      spread = losses.diversity(model.expert_logits(params, features, r_hat), step_config.diversity_temperature)
+      total = total - step_config.diversity * jnp.mean(spread)
     accuracy = jnp.mean(jnp.argmax(logits, -1) == labels[None], axis=-1)
     return total, (new_batch_stats, per_sample, accuracy)
 

@@ -1,0 +1,237 @@
+"""Choosing the preference from unlabeled images: the ``adapt`` entry point and its result.
+
+    from hyperlt import adapt, train
+
+    run = train.load("runs/digits")
+    result = adapt.adapt(run, images_uint8, method="stability")   # or "em"
+    result.preference                                             # [T], pass it to evaluate / predict
+
+Both methods look only at the images. ``stability`` learns the preference by maximising the agreement
+of predictions on two views of each image (hyperlt.adapt.stability). ``em`` estimates the test class
+prior by EM at a reference preference and takes the grid preference whose target prior is closest
+(hyperlt.adapt.label_shift); with ``adjust_logits=True`` it instead keeps the reference preference and
+adds ``log q_hat - log c`` to its logits (c: the prior the reference is calibrated to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hyperlt import checkpoint, evaluate, losses, preference as preference_lib, train
+from hyperlt.adapt import label_shift, stability
+from hyperlt.data import longtail
+from hyperlt.errors import UserInputError, require
+
+METHODS = ("stability", "em")
+DEFAULT_GRID_STEP = 0.05
+# Decimals of the reported preference: the accuracy table is computed at exactly the written numbers,
+# so `hyperlt evaluate --preference result.json` reproduces it.
+PREFERENCE_DECIMALS = 4
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptResult:
+  """What adaptation chose, and how.
+
+  Attributes:
+    preference: the chosen raw preference [T] (sums to 1); pass it to evaluate, sweep or predict.
+    method: "stability" or "em".
+    num_images: how many unlabeled images it was chosen from.
+    stop_reason: stability: "budget", "min_weight" or "guard"; em: "converged" or "max_iterations".
+    reference: em: the preference whose probabilities EM started from (and the guard's, for stability).
+    estimated_prior: the EM estimate q_hat of the test class prior [K] (both methods compute it).
+    logit_adjustment: em with adjust_logits: the shift [K] added to the logits at ``preference``;
+      None otherwise. evaluate, sweep and predict use the preference only, not this shift.
+    trace: stability: one record per epoch (preference, stability, prior_mismatch); em: the fit.
+  """
+
+  preference: np.ndarray
+  method: str
+  num_images: int
+  stop_reason: str
+  reference: np.ndarray
+  estimated_prior: np.ndarray
+  logit_adjustment: np.ndarray | None = None
+  trace: tuple[dict, ...] = ()
+
+  def to_json(self) -> dict:
+    """JSON-ready dict; its "preference" is what ``preference.parse`` reads back from a file."""
+    return {"preference": [round(float(v), PREFERENCE_DECIMALS) for v in self.preference], "method": self.method,
+            "num_images": self.num_images, "stop_reason": self.stop_reason,
+            "reference": [float(v) for v in self.reference],
+            "estimated_prior": [float(v) for v in self.estimated_prior],
+            "logit_adjustment": None if self.logit_adjustment is None else [float(v) for v in self.logit_adjustment],
+            "trace": list(self.trace)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+  """What both methods need from a run: model, parameters, normalisation, priors and adjustments."""
+
+  run: train.Run
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  image_shape: tuple[int, int, int]
+  prior: np.ndarray           # training prior pi [K]
+  adjust: np.ndarray          # additive anchor adjustments [T, K]
+  shift: jnp.ndarray | None   # the run's post-hoc logit shift [K], or None
+
+  @classmethod
+  def of(cls, run: train.Run) -> "_Context":
+    if run.data is not None:
+      mean, std, image_shape = run.data.mean, run.data.std, run.data.image_shape
+      counts = run.data.class_counts
+    else:
+      require(run.workdir is not None, "run: a run without data needs its workdir (for data.json)")
+      _, facts = checkpoint.require_run(run.workdir)
+      mean, std, image_shape, counts = facts["mean"], facts["std"], facts["image_shape"], facts["class_counts"]
+    prior = longtail.prior_from_counts(counts)
+    rows = losses.adjustments(run.config.loss.anchors, prior, run.config.loss.tau)
+    # Margin anchors (ldam) do not move the target prior; only the additive rows do.
+    additive = losses.split_anchors(run.config.loss.anchors, rows)[0]
+    return cls(run=run, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
+               image_shape=tuple(int(v) for v in image_shape), prior=prior, adjust=np.asarray(additive),
+               shift=run.model.prediction_shift(prior))
+
+  def calibrated_prior(self, alpha: np.ndarray) -> np.ndarray:
+    """The prior the model's probabilities at raw preference alpha [T] are calibrated to [K]."""
+    shift = None if self.shift is None else np.asarray(self.shift)
+    return label_shift.target_priors(alpha[None], self.adjust, self.prior, shift)[0]
+
+
+def check_images(images: Any, image_shape: Sequence[int], field: str = "images") -> np.ndarray:
+  """uint8 [N, H, W, C] from ``images`` ([N, H, W] accepted for one channel); UserInputError otherwise."""
+  h, w, c = image_shape
+  expected = f"[N, {h}, {w}, {c}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
+  require(isinstance(images, np.ndarray) or hasattr(images, "__array__"),
+          f"{field}: expected a uint8 array of shape {expected}, got a {type(images).__name__}")
+  images = np.asarray(images)
+  require(images.dtype == np.uint8, f"{field}: expected dtype uint8 (pixels 0..255) of shape {expected}, got "
+          f"dtype {images.dtype}; convert floats in [0, 1] with (x * 255).round().astype(np.uint8)")
+  if c == 1 and images.ndim == 3 and images.shape[1:] == (h, w):
+    images = images[..., None]
+  require(images.ndim == 4 and images.shape[1:] == (h, w, c),
+          f"{field}: expected shape {expected} (this run's images are {h}x{w} with {c} channel"
+          f"{'s' if c != 1 else ''}), got {images.shape}")
+  require(len(images) >= 1, f"{field}: expected at least one image, got none")
+  return images
+
+
+def clean_features(run: train.Run, images: np.ndarray, mean, std, batch_size: int = 128) -> jnp.ndarray:
+  """Features [T, N, d] of un-augmented uint8 images, in fixed-size batches (one compilation)."""
+  padded = stability.pad_to_multiple(images, batch_size, 0)
+  return evaluate.extract_features(run.model, run.state.params, run.state.batch_stats, padded, mean, std,
+                                   batch_size)[:, :len(images)]
+
+
+def _log_probs(context: _Context, features: jnp.ndarray, alpha: np.ndarray) -> jnp.ndarray:
+  """Log-probabilities [N, K] at raw preference alpha [T] (with the run's post-hoc shift)."""
+  logits = evaluate.logits(context.run.model, context.run.state.params, features, alpha[None])[0]
+  return jax.nn.log_softmax(logits if context.shift is None else logits + context.shift, axis=-1)
+
+
+def reference_preference(run: train.Run, reference: Any = None) -> np.ndarray:
+  """EM's reference: ``reference`` if given (validated), else the run's default evaluation preference
+  (the uniform anchor's vertex, whose predictions target a uniform prior)."""
+  if reference is None:
+    return np.asarray(evaluate.default_preference(run), np.float32)
+  return preference_lib.parse(reference, run.model.num_experts, "reference")
+
+
+def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stability", *,
+          features: jnp.ndarray | None = None, options: stability.StabilityOptions | None = None,
+          reference: Any = None, grid_step: float = DEFAULT_GRID_STEP, adjust_logits: bool = False,
+          em_tolerance: float = 1e-6, em_max_iterations: int = 1000) -> AdaptResult:
+  """Chooses a preference for unlabeled uint8 images [N, H, W, C] (labels are never used).
+
+  Args:
+    run: a trained run (``train.load(workdir)``) or its work dir.
+    images: the unlabeled images, uint8 [N, H, W, C] ([N, H, W] for one channel).
+    method: "stability" (SADE's self-supervised aggregation on the simplex, with the collapse guard) or
+      "em" (Saerens EM label-shift estimate, then the closest target prior on the grid).
+    features: optional precomputed features [T, N, d] of the un-augmented images (saves one pass).
+    options: settings of the stability method (defaults: hyperlt.adapt.stability.StabilityOptions()).
+    reference: EM's reference preference (default: the uniform anchor's vertex). The stability guard
+      uses the same EM estimate.
+    grid_step: spacing of the simplex grid the em method chooses from.
+    adjust_logits: em only: keep the reference preference and add ``log q_hat - log c`` to its logits.
+    em_tolerance, em_max_iterations: EM's stopping rule (L1 change of the estimate, update count).
+
+  Returns:
+    AdaptResult.
+  """
+  if not isinstance(run, train.Run):
+    run = train.load(run, with_data=False)
+  require(method in METHODS, f"method: expected one of {', '.join(METHODS)}, got {method!r}")
+  require(not adjust_logits or method == "em", "adjust_logits: only the em method adjusts logits; use "
+          "method='em'")
+  options = (options or stability.StabilityOptions()).validate()
+  context = _Context.of(run)
+  images = check_images(images, context.image_shape)
+  if features is None:
+    features = clean_features(run, images, context.mean, context.std)
+  require(features.shape[:2] == (run.model.num_experts, len(images)),
+          f"features: expected shape [{run.model.num_experts}, {len(images)}, d] for {len(images)} images, got "
+          f"{tuple(features.shape)}")
+  ref = reference_preference(run, reference)
+  calibrated = context.calibrated_prior(ref)
+  q_hat, em_steps = label_shift.estimate_prior(_log_probs(context, features, ref), calibrated, em_tolerance,
+                                               em_max_iterations)
+
+  if method == "em":
+    em_reason = "converged" if em_steps < em_max_iterations else "max_iterations"
+    trace = ({"em_iterations": em_steps},)
+    if adjust_logits:
+      adjustment = np.log(np.maximum(q_hat, 1e-8)) - np.log(calibrated)
+      return AdaptResult(preference=_rounded(ref), method=method, num_images=len(images), stop_reason=em_reason,
+                         reference=ref, estimated_prior=q_hat, logit_adjustment=adjustment.astype(np.float32),
+                         trace=trace)
+    require(isinstance(grid_step, (int, float)) and 0 < grid_step <= 1,
+            f"grid_step: expected a number in (0, 1] that divides 1, got {grid_step!r}")
+    shift = None if context.shift is None else np.asarray(context.shift)
+    alpha, divergence = label_shift.closest_preference(q_hat, context.adjust, context.prior, grid_step, shift)
+    return AdaptResult(preference=_rounded(alpha), method=method, num_images=len(images), stop_reason=em_reason,
+                       reference=ref, estimated_prior=q_hat,
+                       trace=({"em_iterations": em_steps, "kl_to_target_prior": divergence},))
+
+  config = run.config
+  padding = 2 * config.data.crop_padding if options.view_padding is None else options.view_padding
+  flip = config.data.flip if options.flip is None else options.flip
+  require(padding > 0 or flip, "view_padding: the stability method needs views that differ, but this run "
+          "neither crops (data.crop_padding=0) nor flips; pass a positive view_padding")
+  sgd = stability._Sgd(  # pylint: disable=protected-access
+      learning_rate=float(options.learning_rate or config.optim.lr), momentum=float(config.optim.momentum),
+      nesterov=bool(config.optim.nesterov), weight_decay=float(config.optim.weight_decay),
+      batch_size=int(options.batch_size))
+  w, reason, records = stability.learn_preference(
+      run.model, run.state.params, run.state.batch_stats, images, features, context.mean, context.std,
+      context.shift, q_hat, sgd, epochs=options.epochs, min_steps=options.min_steps,
+      min_weight=options.min_weight, view_padding=padding, flip=flip, guard_tolerance=options.guard_tolerance,
+      seed=options.seed)
+  return AdaptResult(preference=_rounded(w), method=method, num_images=len(images), stop_reason=reason,
+                     reference=ref, estimated_prior=q_hat, trace=tuple(records))
+
+
+def _rounded(alpha: np.ndarray) -> np.ndarray:
+  """The preference as it is reported: rounded to PREFERENCE_DECIMALS. Everything evaluated with it goes
+  through ``preference.parse``, as ``hyperlt evaluate --preference`` does, so the numbers match."""
+  rounded = np.round(np.asarray(alpha, np.float64), PREFERENCE_DECIMALS)
+  if rounded.sum() <= 0:  # cannot happen for a softmax or a grid point; kept for a clear message
+    raise UserInputError(f"adaptation produced an all-zero preference {alpha}")
+  return rounded
+
+
+def predict_classes(run: train.Run, result: AdaptResult, features: jnp.ndarray) -> np.ndarray:
+  """Predicted classes [N] for features [T, N, d] with an adapted result (its logit shift included)."""
+  shift = _Context.of(run).shift
+  if result.logit_adjustment is not None:
+    extra = jnp.asarray(result.logit_adjustment, jnp.float32)
+    shift = extra if shift is None else shift + extra
+  alpha = preference_lib.parse(result.preference, run.model.num_experts, "preference")
+  return evaluate.predict_classes(run.model, run.state.params, features, alpha[None], shift=shift)[0]

@@ -1,0 +1,156 @@
+"""Method presets and the baseline switches of the update (margins, mixup, diversity, post-hoc shift)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from hyperlt import config as config_lib, evaluate, losses, methods
+from hyperlt.data import augment, pipeline
+from hyperlt.errors import UserInputError
+from hyperlt.model import build
+from hyperlt.step import StepConfig, init_state, make_optimizer, make_update
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _config(*overrides: str):
+  config = config_lib.load("digits")
+  # Two stages (one shared, one per expert) keep each method's compilation to a few seconds.
+  config_lib.override(config, ["model.stage_sizes=(1,1)", "model.widths=(4,8)", "model.branch_stages=1",
+                               "model.hyper_hidden=(16,)", "optim.warmup_epochs=0",
+                               "optim.lr=0.002", "train.progress=False", *overrides])
+  return config_lib.validate(config)
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+  return pipeline.prepare(_config().data)
+
+
+@pytest.fixture(scope="module")
+def fixed_batch(digits_data):
+  images = augment.normalize(digits_data.train_x[:48], digits_data.mean, digits_data.std)
+  return images, jnp.asarray(digits_data.train_y[:48], jnp.int32)
+
+
+def _training_fields(config) -> dict:
+  trained = config_lib.to_dict(config)
+  trained["model"].pop("posthoc_tau")
+  trained.pop("method")
+  return trained
+
+
+def test_logit_adjust_trains_exactly_like_ce():
+  # Post-hoc logit adjustment changes prediction only, so ce's step test below covers its training.
+  assert _training_fields(_config("method=logit_adjust")) == _training_fields(_config("method=ce"))
+  assert _config("method=logit_adjust").model.posthoc_tau == 1.0
+
+
+@pytest.mark.parametrize("method", [m for m in methods.METHODS if m != "logit_adjust"])
+def test_one_step_lowers_the_loss_on_a_fixed_batch(method, digits_data, fixed_batch):
+  config = _config(f"method={method}")
+  model = build(config.model, digits_data.num_classes)
+  tx = make_optimizer(config.optim, steps_per_epoch=10)
+  adjust = losses.adjustments(config.loss.anchors, digits_data.prior, config.loss.tau)
+  update = jax.jit(make_update(model, tx, adjust, StepConfig.from_config(config)))
+  state = init_state(model, tx, seed=0, image_shape=digits_data.image_shape)
+  images, labels = fixed_batch
+  key = jax.random.PRNGKey(3)  # the same preference samples (and mixup pairs) before and after
+  state, before = update(state, images, labels, key)
+  _, after = update(state, images, labels, key)
+  chex.assert_tree_all_finite((before["loss"], after["loss"]))
+  assert float(after["loss"]) < float(before["loss"]), method
+
+
+def test_presets_set_the_method_and_explicit_settings_win():
+  sade = _config("method=sade")
+  assert (sade.model.head, sade.preference.sampling, sade.loss.mode, sade.loss.objective) == (
+      "static", "vertices", "paper", "sum")
+  assert tuple(sade.preference.default) == (1.0, 1.0, 1.0)
+  # Order does not matter: an explicit non-default value survives the preset.
+  for order in (["method=balpoe", "loss.mixup_alpha=0.2"], ["loss.mixup_alpha=0.2", "method=balpoe"]):
+    balpoe = _config(*order)
+    assert balpoe.loss.mixup_alpha == 0.2
+    assert balpoe.loss.anchors == ("logit_adjust:0", "logit_adjust:1", "logit_adjust:2")
+  code = _config("method=prl_code")
+  assert code.preference.learn_scale and code.model.combine == "mean" and code.preference.beta0 == 1.2
+  ce = _config("method=ce")
+  assert ce.model.num_experts == 1 and ce.loss.anchors == ("forward",)
+  # Validation is idempotent: a saved config (preset already applied) reloads unchanged.
+  assert config_lib.to_dict(config_lib.validate(config_lib.from_dict(config_lib.to_dict(ce)))) == \
+      config_lib.to_dict(ce)
+
+
+def test_unknown_method_names_the_field():
+  with pytest.raises(UserInputError, match="method: unknown 'sadee'"):
+    _config("method=sadee")
+
+
+def test_ldam_margins_and_margin_loss():
+  prior = np.array([0.5, 0.3, 0.15, 0.05])
+  m = losses.ldam_margins(prior, 0.5)
+  assert m.max() == pytest.approx(0.5) and m[-1] == pytest.approx(0.5)
+  assert np.all(np.diff(m) > 0)                        # rarer class, larger margin
+  assert m[0] / m[-1] == pytest.approx((0.05 / 0.5) ** 0.25)
+  rows = losses.adjustments(("forward", "ldam:0.5"), prior, tau=1.0)
+  additive, margins = losses.split_anchors(("forward", "ldam:0.5"), rows)
+  chex.assert_trees_all_close(additive, np.zeros((2, 4), np.float32))
+  chex.assert_trees_all_close(margins[1], m.astype(np.float32), rtol=1e-6)
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 4))
+  labels = jnp.array([0, 1, 2, 3, 3])
+  got = losses.preference_losses(logits, jnp.eye(2), jnp.asarray(additive), labels, "paper",
+                                 jnp.asarray(margins), scale=30.0)
+  lowered = logits[1] - 30.0 * jnp.asarray(m, jnp.float32)[labels][:, None] * jax.nn.one_hot(labels, 4)
+  chex.assert_trees_all_close(got[1], losses.cross_entropy(lowered, labels), rtol=1e-5)
+  chex.assert_trees_all_close(got[0], losses.cross_entropy(logits[0], labels), rtol=1e-5)
+  assert not losses.is_valid_anchor("ldam:0") and losses.is_valid_anchor("ldam:0.5")
+
+
+def test_diversity_is_zero_for_identical_experts_and_positive_otherwise():
+  same = jnp.broadcast_to(jax.random.normal(jax.random.PRNGKey(0), (1, 6, 5)), (3, 6, 5))
+  assert float(losses.diversity(same, 1.0)) == pytest.approx(0.0, abs=1e-6)
+  apart = jax.random.normal(jax.random.PRNGKey(1), (3, 6, 5)) * 3
+  assert float(losses.diversity(apart, 1.0)) > 0.1
+
+
+def test_mixed_losses_interpolate():
+  fn = lambda y: y.astype(jnp.float32)
+  chex.assert_trees_all_close(losses.mixed_losses(fn, jnp.array([2]), jnp.array([6]), 0.25), jnp.array([5.0]))
+
+
+def test_posthoc_shift_moves_predictions_to_rare_classes(digits_data):
+  config = _config("method=logit_adjust")
+  model = build(config.model, digits_data.num_classes)
+  plain = build(_config("method=ce").model, digits_data.num_classes)
+  prior = digits_data.prior
+  shift = model.prediction_shift(prior)
+  chex.assert_trees_all_close(shift, losses.posthoc_adjustment(prior, 1.0), rtol=1e-6)
+  assert plain.prediction_shift(prior) is None
+  params, _ = model.init(jax.random.PRNGKey(0), digits_data.image_shape)
+  features = jax.random.normal(jax.random.PRNGKey(1), (1, 400, model.feature_dim))
+  base = evaluate.predict_classes(model, params, features, np.ones((1, 1), np.float32))
+  adjusted = evaluate.predict_classes(model, params, features, np.ones((1, 1), np.float32), shift=shift)
+  rare = np.argsort(prior)[: len(prior) // 2]
+  assert np.isin(adjusted, rare).mean() > np.isin(base, rare).mean()
+
+
+def _load_compare():
+  spec = importlib.util.spec_from_file_location("compare", REPO_ROOT / "experiments" / "compare.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_comparison_script_shares_training_between_prediction_variants():
+  compare = _load_compare()
+  key = lambda m: compare.config_key(compare.training_config(compare.method_config("digits", [], m, 0)))
+  assert key("ce") == key("logit_adjust")
+  assert len({key("ce"), key("balanced_softmax"), key("sade"), key("prl")}) == 4
