@@ -153,7 +153,7 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {"loss": total, "sample_losses": per_sample, "sample_accuracy": accuracy,
-               "grad_norm": optax.global_norm(grads)}
+               "grad_norm": optax.tree.norm(grads)}
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), metrics
 
   return update
