@@ -76,9 +76,221 @@ def _run_evaluate(args) -> int:
   return 0
 
 
+def _add_sweep(sub):
+  p = sub.add_parser("sweep", help="every preference of a simplex grid on the 11 test sets, with figures")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--step", type=float, default=0.1,
+                 help="grid spacing; 0.1 gives 66 preferences for 3 experts, 0.05 gives 231 (default 0.1)")
+  p.add_argument("--out", default=None, help="folder for sweep.json, sweep.csv, per_class_recall.csv and the "
+                 "figures (default: WORKDIR/sweep)")
+  p.add_argument("--suites", default="", help="extra test suites, comma-separated: partial, dirichlet")
+  p.add_argument("--no-figures", action="store_true", help="skip the PNG figures")
+  p.add_argument("--json", action="store_true",
+                 help='print exactly one JSON list, [{"preference": [...], "results": {...}}, ...]')
+
+
+def _run_sweep(args) -> int:
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  from hyperlt import sweep, train  # pylint: disable=g-import-not-at-top
+  from hyperlt.data import suites as suites_lib  # pylint: disable=g-import-not-at-top
+  suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
+  unknown = [s for s in suites if s not in suites_lib.SUITES]
+  if unknown:
+    raise UserInputError(f"--suites: unknown {unknown}; expected names from {', '.join(suites_lib.SUITES)}")
+  run = train.load(args.workdir)
+  start = time.perf_counter()
+  result = sweep.sweep(run, args.step, suites=suites)
+  seconds = time.perf_counter() - start
+  out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "sweep"
+  files = sweep.write(result, out)
+  if not args.no_figures:
+    from hyperlt import plots  # pylint: disable=g-import-not-at-top
+    files += plots.plot_all(result, out)
+  if args.json:
+    print(json.dumps(result.items()))
+    return 0
+  print(f"Swept {result.num_preferences} preferences (step {args.step:g}) on {len(result.set_names)} test sets "
+        f"in {seconds:.1f} s ({args.workdir}).\n")
+  print("Accuracy (%): best grid preference per test set, and each expert alone:")
+  print(sweep.format_summary(result))
+  print(f"\nWrote {', '.join(str(f) for f in files)}")
+  return 0
+
+
+def _add_choose(sub):
+  p = sub.add_parser("choose", help="pick the preference that best meets a goal, on the validation split")
+  p.add_argument("--workdir", required=True)
+  goal = p.add_mutually_exclusive_group(required=True)
+  goal.add_argument("--maximize", metavar="METRIC",
+                    help="[test set:]metric, metric one of all, many, medium, few, balanced_accuracy, ece")
+  goal.add_argument("--minimize", metavar="METRIC", help="as --maximize, e.g. ece")
+  p.add_argument("--subject-to", action="append", default=[], metavar="BOUND",
+                 help="a bound such as few>=0.5 or backward50:all>=0.8 (fractions); repeat for several")
+  p.add_argument("--target", default="uniform",
+                 help="test set whose class prior un-prefixed metrics refer to (default uniform)")
+  p.add_argument("--step", type=float, default=0.05, help="grid spacing of the candidates (default 0.05)")
+  p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def _run_choose(args) -> int:
+  from hyperlt import choose, train  # pylint: disable=g-import-not-at-top
+  # Check the goal before the (slower) load, so a typo fails at once.
+  goal = args.maximize if args.maximize is not None else args.minimize
+  choose.parse_metric(goal, args.target, "--maximize" if args.maximize is not None else "--minimize")
+  for bound in args.subject_to:
+    choose.parse_bound(bound, args.target)
+  run = train.load(args.workdir)
+  choice = choose.choose(run, maximize=args.maximize, minimize=args.minimize, subject_to=args.subject_to,
+                         target=args.target, step=args.step)
+  print(json.dumps(choice.to_json()) if args.json else choose.format_choice(choice, args.workdir))
+  return 0
+
+
+def _add_predict(sub):
+  p = sub.add_parser("predict", help="class probabilities of images at a preference")
+  p.add_argument("--workdir", required=True)
+  p.add_argument("--images", required=True,
+                 help="a .npy file of uint8 images [N, H, W, C] (or [N, H, W]), or a .npz file holding one "
+                      "array or an array named images, x or x_test")
+  p.add_argument("--preference", default=None, help="raw preference, e.g. 0,0,1 (default: the uniform anchor's "
+                 "vertex)")
+  p.add_argument("--out", default=None, help="also write the probabilities [N, K] to this .npy file")
+  p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def _load_images(path_text: str):
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(path_text)
+  if not path.is_file():
+    raise UserInputError(f"--images: {path} does not exist")
+  try:
+    loaded = np.load(path, allow_pickle=False)
+  except (ValueError, OSError) as e:
+    raise UserInputError(f"--images: {path} is not a .npy or .npz file ({e})") from None
+  if isinstance(loaded, np.ndarray):
+    return loaded
+  with loaded:
+    names = list(loaded.files)
+    for name in ("images", "x", "x_test"):
+      if name in names:
+        return loaded[name]
+    if len(names) == 1:
+      return loaded[names[0]]
+  raise UserInputError(f"--images: {path} holds arrays {names}; expected one array, or one named images, x or "
+                       "x_test")
+
+
+def _run_predict(args) -> int:
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from hyperlt import api, preference  # pylint: disable=g-import-not-at-top
+  images = _load_images(args.images)
+  model = api.load(args.workdir)
+  alpha = (model.default_preference if args.preference is None
+           else preference.parse(args.preference, model.num_experts, "--preference"))
+  probs = model.predict(images, alpha)
+  if args.out:
+    np.save(args.out, probs)
+  classes = probs.argmax(-1) if len(probs) else np.zeros(0, np.int64)
+  if args.json:
+    print(json.dumps({"preference": [float(v) for v in alpha], "class_names": list(model.class_names),
+                      "classes": [int(c) for c in classes], "probabilities": probs.tolist()}))
+    return 0
+  pref = ",".join(f"{v:g}" for v in alpha)
+  print(f"{len(probs)} images at preference {pref} ({', '.join(model.anchors)}):")
+  shown = 20
+  for i, c in enumerate(classes[:shown]):
+    print(f"  image {i}: class {model.class_names[c]} (probability {probs[i, c]:.3f})")
+  if len(classes) > shown:
+    print(f"  ... {len(classes) - shown} more; use --out FILE.npy or --json for all")
+  if args.out:
+    print(f"Wrote probabilities [{len(probs)}, {model.num_classes}] to {args.out}")
+  return 0
+
+
+def _add_adapt(sub):
+  p = sub.add_parser("adapt", help="choose the preference from unlabeled test images (test-time adaptation)")
+  p.add_argument("--workdir", required=True)
+  source = p.add_mutually_exclusive_group(required=True)
+  source.add_argument("--test-set", metavar="NAME",
+                      help="adapt to this test set's images (labels only score the result): forward50, ..., "
+                           "uniform, ..., backward50, or all (each of the 11 separately, as a table)")
+  source.add_argument("--images", metavar="FILE",
+                      help="adapt to your own unlabeled images: a .npy file of uint8 [N, H, W, C] (or [N, H, W]), "
+                           "or a .npz file holding one array or an array named images, x or x_test")
+  p.add_argument("--method", default="stability", choices=("stability", "em"),
+                 help="stability: maximise prediction agreement between two views (SADE, with a collapse "
+                      "guard); em: estimate the test prior by EM and take the closest preference (default "
+                      "stability)")
+  p.add_argument("--adjust-logits", action="store_true",
+                 help="em only: keep the reference preference and add log(estimated prior / its prior) to the "
+                      "logits, instead of moving the preference")
+  p.add_argument("--reference", default=None,
+                 help="em's reference preference (default: the uniform anchor's vertex)")
+  p.add_argument("--grid-step", type=float, default=0.05, help="em: spacing of the candidate grid (default 0.05)")
+  p.add_argument("--seed", type=int, default=0, help="stability: seed of the views and batch order (default 0)")
+  p.add_argument("--epochs", type=int, default=5, help="stability: epochs (default 5, SADE's)")
+  p.add_argument("--min-steps", type=int, default=100,
+                 help="stability: at least this many updates, with more epochs on small sets (default 100; 0 "
+                      "= SADE's 5 epochs exactly)")
+  p.add_argument("--view-padding", type=int, default=None,
+                 help="stability: crop padding of the two views (default: twice the run's data.crop_padding)")
+  p.add_argument("--no-guard", action="store_true", help="stability: disable the collapse guard")
+  p.add_argument("--out", default=None,
+                 help="also write the JSON result to this file; pass it to evaluate, sweep or predict as "
+                      "--preference FILE")
+  p.add_argument("--json", action="store_true", help="print exactly one JSON object")
+
+
+def _run_adapt(args) -> int:
+  import pathlib  # pylint: disable=g-import-not-at-top
+  from hyperlt import adapt, train  # pylint: disable=g-import-not-at-top
+  from hyperlt.adapt import report  # pylint: disable=g-import-not-at-top
+  if args.test_set is not None:
+    report.check_test_set(args.test_set, allow_all=True)
+  if args.adjust_logits and args.method != "em":
+    raise UserInputError("--adjust-logits: only the em method adjusts logits; add --method em")
+  options = adapt.StabilityOptions(epochs=args.epochs, min_steps=args.min_steps, view_padding=args.view_padding,
+                                   guard_tolerance=None if args.no_guard else adapt.StabilityOptions.guard_tolerance,
+                                   seed=args.seed).validate()
+  kwargs = {"options": options, "reference": args.reference, "grid_step": args.grid_step,
+            "adjust_logits": args.adjust_logits}
+  if args.images is not None:
+    images = _load_images(args.images)
+    run = train.load(args.workdir, with_data=False)
+    output = adapt.adapt(run, images, args.method, **kwargs).to_json()
+    text = (f"Adapted preference ({args.method}, {output['num_images']} unlabeled images; experts "
+            f"{', '.join(run.config.loss.anchors)}): {','.join(f'{v:g}' for v in output['preference'])}\n"
+            f"  stopped by: {output['stop_reason']}; estimated test prior (EM): "
+            f"{' '.join(f'{v:.3f}' for v in output['estimated_prior'])}")
+  else:
+    run = train.load(args.workdir)
+    if args.test_set == report.ALL:
+      output = report.adapt_all_test_sets(run, args.method, **kwargs)
+      text = report.format_all(run, output)
+    else:
+      output = report.adapt_test_set(run, args.test_set, args.method, **kwargs)
+      text = report.format_test_set(run, output, args.workdir)
+  if args.out:
+    out = pathlib.Path(args.out)
+    try:
+      out.write_text(json.dumps(output, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+      raise UserInputError(f"--out: cannot write {out} ({e.strerror or e})") from None
+    text += f"\nWrote {out}" + ("" if args.test_set == report.ALL else
+                                f"; use it as: hyperlt evaluate --workdir {args.workdir} --preference {out}")
+  print(json.dumps(output) if args.json else text)
+  return 0
+
+
 _COMMANDS = {
     "train": (_add_train, _run_train),
     "evaluate": (_add_evaluate, _run_evaluate),
+    "sweep": (_add_sweep, _run_sweep),
+    "choose": (_add_choose, _run_choose),
+    "predict": (_add_predict, _run_predict),
+    "adapt": (_add_adapt, _run_adapt),
 }
 
 

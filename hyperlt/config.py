@@ -117,7 +117,11 @@ def override(config: ml_collections.ConfigDict, assignments: Iterable[str]) -> m
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Checks ranges and cross-field consistency; each failure names the field."""
+  """Applies the ``method`` preset (see hyperlt.methods), then checks ranges and cross-field
+  consistency; each failure names the field."""
+  from hyperlt import methods  # pylint: disable=g-import-not-at-top
+  from hyperlt.model import BACKBONES  # pylint: disable=g-import-not-at-top
+  methods.apply(config)
   d, m, l, p, o = config.data, config.model, config.loss, config.preference, config.optim
   require(d.imbalance_ratio >= 1, f"data.imbalance_ratio: expected >= 1, got {d.imbalance_ratio}")
   require(d.n_max >= 0, f"data.n_max: expected >= 0 (0 = smallest class count), got {d.n_max}")
@@ -126,14 +130,20 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   require(all(s > 0 for s in d.std), f"data.std: expected positive numbers, got {d.std}")
   require(d.crop_padding >= 0, f"data.crop_padding: expected >= 0, got {d.crop_padding}")
   require(d.few_below <= d.many_above, "data.few_below: expected <= data.many_above")
-  require(m.backbone == "resnet_cifar", f"model.backbone: expected 'resnet_cifar', got {m.backbone!r}")
+  require(m.backbone in BACKBONES, f"model.backbone: expected one of {BACKBONES}, got {m.backbone!r}")
   require(len(m.stage_sizes) == len(m.widths) and len(m.stage_sizes) >= 1 and all(s >= 1 for s in m.stage_sizes),
           "model.stage_sizes and model.widths: expected equal-length tuples of positive integers")
-  require(0 <= m.branch_stages < len(m.stage_sizes),
-          f"model.branch_stages: expected 0..{len(m.stage_sizes) - 1}, got {m.branch_stages}")
+  num_stages = len(m.stage_sizes) if m.backbone == "resnet_cifar" else 4
+  require(0 <= m.branch_stages < num_stages,
+          f"model.branch_stages: expected 0..{num_stages - 1} for {m.backbone}, got {m.branch_stages}")
+  require(m.width_multiplier > 0, f"model.width_multiplier: expected > 0, got {m.width_multiplier}")
+  require(m.branch_width > 0, f"model.branch_width: expected > 0, got {m.branch_width}")
+  require(m.posthoc_tau >= 0, f"model.posthoc_tau: expected >= 0 (0 = off), got {m.posthoc_tau}")
   require(m.num_experts >= 1, f"model.num_experts: expected >= 1, got {m.num_experts}")
   require(m.head in ("hyper", "static"), f"model.head: expected 'hyper' or 'static', got {m.head!r}")
   require(m.combine in ("weighted", "mean"), f"model.combine: expected 'weighted' or 'mean', got {m.combine!r}")
+  require(m.experts in ("auto", "vmap", "unrolled"),
+          f"model.experts: expected 'auto', 'vmap' or 'unrolled', got {m.experts!r}")
   require(m.dtype in ("float32", "bfloat16"), f"model.dtype: expected 'float32' or 'bfloat16', got {m.dtype!r}")
   require(m.scale > 0, f"model.scale: expected > 0, got {m.scale}")
   require(l.mode in losses.LOSS_MODES, f"loss.mode: expected one of {losses.LOSS_MODES}, got {l.mode!r}")
@@ -143,6 +153,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
           f"loss.anchors: expected one anchor per expert ({m.num_experts}), got {len(l.anchors)}")
   bad = [a for a in l.anchors if not losses.is_valid_anchor(a)]
   require(not bad, f"loss.anchors: unknown {bad}; expected names from {losses.ANCHOR_NAMES}")
+  require(l.mixup_alpha >= 0, f"loss.mixup_alpha: expected >= 0 (0 = off), got {l.mixup_alpha}")
+  require(l.diversity >= 0, f"loss.diversity: expected >= 0 (0 = off), got {l.diversity}")
+  require(l.diversity_temperature > 0, f"loss.diversity_temperature: expected > 0, got {l.diversity_temperature}")
   require(p.sampling in preference.SAMPLING_MODES,
           f"preference.sampling: expected one of {preference.SAMPLING_MODES}, got {p.sampling!r}")
   require(p.beta0 > 0 and p.kappa >= 0, "preference.beta0 > 0 and preference.kappa >= 0 expected")
@@ -156,4 +169,25 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   require(o.schedule in ("step", "cosine"), f"optim.schedule: expected 'step' or 'cosine', got {o.schedule!r}")
   require(config.train.keep_checkpoints >= 1, "train.keep_checkpoints: expected >= 1")
   require(config.train.checkpoint_every_epochs >= 1, "train.checkpoint_every_epochs: expected >= 1")
+  _validate_lists_and_parallel(config)
   return config
+
+
+def _validate_lists_and_parallel(config: ml_collections.ConfigDict) -> None:
+  """The list-file data fields (when ``data.source = "lists"``) and the ``parallel`` section."""
+  d, par = config.data, config.parallel
+  if d.source == "lists":
+    for field in ("root", "train_list", "test_list"):
+      require(bool(d[field]), f"data.{field}: required when data.source='lists'")
+    require(d.image_size >= 8, f"data.image_size: expected >= 8 pixels, got {d.image_size}")
+    require(d.resize >= d.image_size, f"data.resize: expected >= data.image_size ({d.image_size}), got {d.resize}")
+    require(0 < d.min_scale <= 1, f"data.min_scale: expected in (0, 1], got {d.min_scale}")
+    require(0 <= d.color_jitter < 1, f"data.color_jitter: expected in [0, 1), got {d.color_jitter}")
+    require(d.workers >= 0, f"data.workers: expected >= 0 (0 = every core), got {d.workers}")
+    require(d.prefetch >= 1, f"data.prefetch: expected >= 1, got {d.prefetch}")
+  require(par.num_devices >= 0, f"parallel.num_devices: expected >= 0 (0 = every device), got {par.num_devices}")
+  require(par.num_processes >= 1, f"parallel.num_processes: expected >= 1, got {par.num_processes}")
+  require(0 <= par.process_id < par.num_processes,
+          f"parallel.process_id: expected 0..{par.num_processes - 1}, got {par.process_id}")
+  require(par.num_processes == 1 or par.coordinator_address,
+          f"parallel.coordinator_address: required for {par.num_processes} processes (host:port of process 0)")

@@ -41,6 +41,7 @@ class ExpertModel:
   scale: float = 30.0
   combine: str = "weighted"
   posthoc_tau: float = 0.0
+  unrolled_experts: bool = False
 
   @property
   def num_experts(self) -> int:
@@ -70,11 +71,45 @@ class ExpertModel:
   def features(self, params: Params, batch_stats: Params, images: jnp.ndarray,
                train: bool) -> tuple[jnp.ndarray, Params]:
     """Features [T, B, d] of normalised images [B, H, W, C], and the updated batch statistics."""
+    if self.unrolled_experts and self.backbone.branch_stages > 0:
+      return self._features_unrolled(params, batch_stats, images, train)
     variables = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
     if train:
       feats, updates = self.backbone.apply(variables, images, train=True, mutable=["batch_stats"])
       return feats, {"backbone": updates["batch_stats"]}
     return self.backbone.apply(variables, images, train=False), batch_stats
+
+  def _features_unrolled(self, params: Params, batch_stats: Params, images: jnp.ndarray,
+                         train: bool) -> tuple[jnp.ndarray, Params]:
+    """The same function as the vmapped branches, applied expert by expert to the stacked parameters.
+
+    vmapping a convolution over stacked kernels lowers to a grouped convolution, which XLA:CPU runs
+    about 15x slower than T plain ones (one 3x3 conv layer's gradient at T=3, batch 128, 16x16x32:
+    2.0 s vmapped vs 0.13 s unrolled on 2 CPU cores; benchmarks/results/train_cpu.json measures the
+    whole branch stack as "vmap_over_loop"). Unrolling at trace time keeps one compiled step, the same
+    stacked parameters and so the same checkpoints; on GPU/TPU the vmapped form is used.
+    """
+    trunk, branch = self.backbone.parts()
+    p, s = params["backbone"], batch_stats["backbone"]
+    trunk_vars = {"params": p["trunk"], "batch_stats": s["trunk"]}
+    if train:
+      h, trunk_updates = trunk.apply(trunk_vars, images, train=True, mutable=["batch_stats"])
+    else:
+      h = trunk.apply(trunk_vars, images, train=False)
+    feats, stats = [], []
+    for j in range(self.num_experts):
+      expert_vars = jax.tree.map(lambda a, j=j: a[j], {"params": p["branches"], "batch_stats": s["branches"]})
+      if train:
+        f, updates = branch.apply(expert_vars, h, train=True, mutable=["batch_stats"])
+        stats.append(updates["batch_stats"])
+      else:
+        f = branch.apply(expert_vars, h, train=False)
+      feats.append(f)
+    feats = jnp.stack(feats).astype(jnp.float32)
+    if not train:
+      return feats, batch_stats
+    stacked = jax.tree.map(lambda *a: jnp.stack(a), *stats)
+    return feats, {"backbone": {"trunk": trunk_updates["batch_stats"], "branches": stacked}}
 
   def r_hat(self, params: Params, alpha: jnp.ndarray) -> jnp.ndarray:
     """Effective preferences [P, T] from raw preferences alpha [P, T] (see hyperlt.preference)."""
@@ -125,4 +160,12 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertMo
     )
   return ExpertModel(backbone=backbone, num_classes=num_classes, head=model_config.head,
                      hyper_hidden=tuple(model_config.hyper_hidden), scale=model_config.scale,
-                     combine=model_config.combine, posthoc_tau=model_config.posthoc_tau)
+                     combine=model_config.combine, posthoc_tau=model_config.posthoc_tau,
+                     unrolled_experts=unrolled_experts(model_config.experts))
+
+
+def unrolled_experts(mode: str) -> bool:
+  """``model.experts``: "vmap", "unrolled", or "auto" = unrolled on CPU (see _features_unrolled)."""
+  if mode == "auto":
+    return jax.default_backend() == "cpu"
+  return mode == "unrolled"

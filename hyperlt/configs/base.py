@@ -6,6 +6,10 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # A method preset from hyperlt.methods (ce, balanced_softmax, logit_adjust, sade, balpoe, ride, prl,
+  # prl_paper, prl_code); "" = the fields as set. validate() fills the preset's fields that are still at
+  # their defaults here, so explicit settings win over the preset.
+  c.method = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "digits"        # "digits" (embedded), "npz", or "tfds:<name>" (e.g. tfds:cifar100)
@@ -24,9 +28,21 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.flip = True              # random horizontal flip
   c.data.many_above = 100         # shot groups: many > 100, medium 20..100, few < 20 training images
   c.data.few_below = 20
+  # Source "lists" (ImageNet-LT, Places-LT, iNaturalist): SADE-style list files, one "relative/path label"
+  # per line, over an image directory; images are decoded on the host and streamed (hyperlt.data.lists).
+  c.data.root = ""                # directory the list paths are relative to
+  c.data.train_list = ""          # training list (used as given: already long-tailed)
+  c.data.val_list = ""            # optional validation list (else data.val_fraction of the training list)
+  c.data.test_list = ""           # balanced test list
+  c.data.image_size = 224         # side of the training crop and of the test centre crop
+  c.data.resize = 256             # test images: shorter side resized to this before the centre crop
+  c.data.min_scale = 0.08         # random-resized crop: smallest area share
+  c.data.color_jitter = 0.0       # brightness/contrast/saturation jitter strength (SADE ImageNet-LT: 0.4)
+  c.data.workers = 0              # decoding threads; 0 = every core
+  c.data.prefetch = 2             # batches decoded (and batches on the device) ahead of the step
 
   c.model = ml_collections.ConfigDict()
-  c.model.backbone = "resnet_cifar"
+  c.model.backbone = "resnet_cifar"  # or "resnet50", "resnext50_32x4d", "resnet152" (ImageNet-style)
   c.model.stage_sizes = (5, 5, 5)  # ResNet-32
   c.model.widths = (16, 32, 64)
   c.model.branch_stages = 2        # SADE split: stages 2-3 per expert; 0 = all features shared
@@ -36,6 +52,14 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.scale = 30.0             # cosine-classifier scale s
   c.model.combine = "weighted"     # z = sum_j r_hat_j v_j; "mean" = the published code's mean of v_j
   c.model.dtype = "float32"        # compute dtype of the backbone ("bfloat16" for mixed precision)
+  # How the stacked expert branches run: "vmap" (one batched computation), "unrolled" (expert by expert
+  # in the same compiled step; XLA:CPU runs vmapped convolutions as slow grouped convolutions), or
+  # "auto" = unrolled on CPU, vmap elsewhere. Parameters and checkpoints are the same either way.
+  c.model.experts = "auto"
+  # ImageNet-style backbones only (stage sizes and widths come from the architecture):
+  c.model.width_multiplier = 1.0   # scales every width (< 1 for small tests)
+  c.model.branch_width = 1.0       # scales the per-expert stages' widths; 0.75 = SADE's reduce_dimension
+  c.model.posthoc_tau = 0.0        # evaluation predicts argmax(z - tau * log pi): post-hoc logit adjustment
 
   c.loss = ml_collections.ConfigDict()
   c.loss.mode = "continuous"       # or "paper": sample i always gets anchor loss i
@@ -43,6 +67,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.tau = 2.0                 # backward anchor strength (2 for CIFAR-100-LT/ImageNet-LT, 1 otherwise)
   c.loss.objective = "stch"        # "stch", "stch_code" (published formula) or "sum"
   c.loss.mu = 0.3                  # STCH temperature: 0.3 for CIFAR IR 100/50, 0.1 otherwise
+  c.loss.mixup_alpha = 0.0         # mixup with lam ~ Beta(a, a) (BalPoE: 0.4); 0 = off
+  c.loss.diversity = 0.0           # RIDE's diversity weight (0.2); 0 = off
+  c.loss.diversity_temperature = 1.0  # RIDE: KL between softmax(v / T) of each expert and of their mean
 
   c.preference = ml_collections.ConfigDict()
   c.preference.sampling = "vertex_dirichlet"  # "symmetric" = the published Dir(1.2 * 1); "vertices" = e_i
@@ -71,4 +98,13 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.eval_batch_size = 1000
   c.train.progress = True
+
+  # Data parallelism (hyperlt.distributed): the batch is split over a "data" mesh axis, parameters are
+  # replicated. Several processes (hosts) join through jax.distributed; empty/default launch fields fall
+  # back to $HYPERLT_COORDINATOR_ADDRESS, $HYPERLT_NUM_PROCESSES and $HYPERLT_PROCESS_ID.
+  c.parallel = ml_collections.ConfigDict()
+  c.parallel.num_devices = 0             # devices on the data axis; 0 = every device (of every process)
+  c.parallel.coordinator_address = ""    # "host:port" of process 0, or "auto" (SLURM/MPI/TPU detection)
+  c.parallel.num_processes = 1
+  c.parallel.process_id = 0
   return c

@@ -177,6 +177,15 @@ class ImageNetResNet(nn.Module):
   def feature_dim(self) -> int:
     return self.specs[-1].planes * EXPANSION
 
+  def parts(self) -> tuple[nn.Module, nn.Module]:
+    """Unbound (trunk, one expert's branch), for applying the stacked branches expert by expert."""
+    specs = self.specs
+    num_shared = len(specs) - self.branch_stages
+    stem_width = max(1, round(64 * self.width_multiplier))
+    # parent=None: free-standing modules, not children of this (unbound) one.
+    return (Trunk(stem_width, specs[:num_shared], dtype=self.dtype, parent=None),
+            Branch(specs[num_shared:], dtype=self.dtype, parent=None))
+
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
     specs = self.specs

@@ -112,6 +112,14 @@ class CifarResNet(nn.Module):
   def feature_dim(self) -> int:
     return self.widths[-1]
 
+  def parts(self) -> tuple[nn.Module, nn.Module]:
+    """Unbound (trunk, one expert's branch), for applying the stacked branches expert by expert."""
+    num_shared = len(self.stage_sizes) - self.branch_stages
+    # parent=None: free-standing modules, not children of this (unbound) one.
+    return (Trunk(self.stage_sizes[:num_shared], self.widths[:num_shared], dtype=self.dtype, parent=None),
+            Branch(self.stage_sizes[num_shared:], self.widths[num_shared:], first_stage_index=num_shared,
+                   dtype=self.dtype, parent=None))
+
   @nn.compact
   def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
     num_shared = len(self.stage_sizes) - self.branch_stages

@@ -1,0 +1,91 @@
+"""Data parallelism on one host: 8 CPU devices train exactly like 1 device.
+
+The device count is fixed when JAX starts, so the runs happen in a subprocess started with
+XLA_FLAGS=--xla_force_host_platform_device_count=8. The trajectory is compared on the device-resident
+path (batch gathered on the device, then constrained to the "data" sharding); for both input paths the
+compiled 8-device program is checked to give each device 1/8 of the batch. (The host loader's split of
+a global batch between processes is tested in test_streaming.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import numpy as np
+import pytest
+from test_train import PRELUDE, run_python, xla_cache
+
+from hyperlt import distributed
+from hyperlt.errors import UserInputError
+
+_SCRIPT = PRELUDE + textwrap.dedent("""
+    import jax.numpy as jnp
+    from hyperlt import distributed
+    from hyperlt.step import TrainState
+    base = sys.argv[1]
+    out = {"devices": jax.device_count()}
+    for n in (1, 8):
+      workdir = f"{base}/resident{n}"
+      run = train.train(tiny_config(f"parallel.num_devices={n}"), workdir, data=tiny_data(), log=print)
+      out[f"resident{n}"] = {"losses": losses(workdir), "params": params(run)}
+
+    # What the 8-device programs do with a batch of 16: a probe update that averages the images.
+    mesh = distributed.data_mesh(8)
+    def probe(state, images, labels, key):
+      return state.replace(params=state.params + jnp.mean(images)), {"labels": jnp.sum(labels)}
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), batch_stats={}, opt_state=(),
+                       rng=jax.random.PRNGKey(0))
+    x, y = np.zeros((40, 8, 8, 1), np.uint8), np.zeros(40, np.int32)
+    resident = train.make_resident_step(probe, 16, (0.5,), (0.25,), 1, True, mesh)
+    out["hlo_resident"] = resident.lower(state, x, y, np.arange(40, dtype=np.int32), 0).compile().as_text()
+    streamed = train.make_streaming_step(probe, (0.5,), (0.25,), mesh)
+    out["hlo_streamed"] = streamed.lower(state, x[:16], y[:16]).compile().as_text()
+    print("RESULT", json.dumps(out))
+""")
+
+
+@pytest.fixture(scope="module")
+def eight_devices(tmp_path_factory) -> dict:
+  proc = run_python(_SCRIPT, str(tmp_path_factory.mktemp("sharding")), cache_dir=xla_cache(tmp_path_factory),
+                    xla_flags="--xla_force_host_platform_device_count=8", timeout=170)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return json.loads(proc.stdout.split("RESULT", 1)[1])
+
+
+@pytest.mark.slow
+def test_eight_devices_follow_the_one_device_trajectory(eight_devices):
+  assert eight_devices["devices"] == 8
+  one, eight = eight_devices["resident1"], eight_devices["resident8"]
+  assert len(one["losses"]) == len(eight["losses"]) >= 5
+  # Summation order differs between 1 and 8 devices; everything else (global-batch BatchNorm
+  # statistics, gradient mean, augmentation and preference draws) must agree.
+  np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
+  for a, b in zip(eight["params"], one["params"]):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", ["resident", "streamed"])
+def test_each_device_processes_one_eighth_of_the_batch(eight_devices, path):
+  hlo = eight_devices[f"hlo_{path}"]
+  assert "f32[2,8,8,1]" in hlo  # the per-device slice of the [16, 8, 8, 1] batch
+  assert "f32[16,8,8,1]" not in hlo
+  assert "all-reduce" in hlo    # the batch mean is combined across devices
+
+
+def test_batch_must_divide_over_the_devices():
+  mesh = distributed.data_mesh(1)
+  distributed.check_batch_divides(3, mesh)
+  with pytest.raises(UserInputError, match="parallel.num_devices: expected 0..1"):
+    distributed.data_mesh(2)
+
+
+def test_replicate_and_to_local_round_trip():
+  mesh = distributed.data_mesh()
+  tree = {"a": np.arange(6.0).reshape(2, 3), "b": np.int32(7)}
+  placed = distributed.replicate(tree, mesh)
+  assert placed["a"].sharding.is_fully_replicated
+  local = distributed.to_local(placed)
+  np.testing.assert_array_equal(np.asarray(local["a"]), tree["a"])
+  assert int(local["b"]) == 7
