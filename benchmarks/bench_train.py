@@ -55,7 +55,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from hyperlt import config as config_lib, distributed, evaluate, losses, train  # noqa: E402
 from hyperlt.data import augment, longtail, pipeline  # noqa: E402
-from hyperlt.model import ExpertModel, build  # noqa: E402
+from hyperlt.model import ExpertModel, build, unrolled_experts  # noqa: E402
 from hyperlt.models.resnet import Branch, Trunk  # noqa: E402
 from hyperlt.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
@@ -151,8 +151,11 @@ def recipe_config(*overrides: str):
 VARIANTS = {
     "shared_t1": ("model.num_experts=1", "model.branch_stages=0", "loss.anchors=uniform"),
     "shared_t3": ("model.branch_stages=0",),
-    "branches_t1": ("model.num_experts=1", "loss.anchors=uniform"),
-    "branches_t3": (),
+    # The vmapped form is named explicitly: the default model.experts=auto unrolls the experts on CPU.
+    "branches_t1": ("model.num_experts=1", "loss.anchors=uniform", "model.experts=vmap"),
+    "branches_t3": ("model.experts=vmap",),
+    "default_t1": ("model.num_experts=1", "loss.anchors=uniform"),
+    "default_t3": (),
     "loop_t3": (),
     "map_t3": (),
     "bf16_t3": ("model.dtype=bfloat16",),
@@ -277,7 +280,7 @@ def main(argv=None) -> None:
   loop_error = max(check_loop_matches(variants["branches_t3"], variants[n], images)
                    for n in ("loop_t3", "map_t3") if n in variants)
 
-  reference = variants["branches_t3"]
+  reference = variants["default_t3"]
   test_x = rng.integers(0, 256, (args.eval_images, 32, 32, 3), dtype=np.uint8)
   eval_batch = reference.config.train.eval_batch_size
   alpha = np.eye(3, dtype=np.float32)[1:2]
@@ -299,9 +302,14 @@ def main(argv=None) -> None:
       "t3_over_t1_shared": common.paired_ratio(samples["shared_t3"], samples["shared_t1"]),
       "t3_over_t1_branches": common.paired_ratio(samples["branches_t3"], samples["branches_t1"]),
       "vmap_over_loop": common.paired_ratio(samples["branches_t3"], samples["loop_t3"]),
-      "train_images_per_s": batch / median_s["branches_t3"],
+      # What users get: model.experts=auto (unrolled on CPU, vmapped elsewhere).
+      "default_experts": "unrolled" if unrolled_experts("auto") else "vmap",
+      "t3_over_t1_branches_default": common.paired_ratio(samples["default_t3"], samples["default_t1"]),
+      "default_over_vmap": common.paired_ratio(samples["default_t3"], samples["branches_t3"]),
+      "train_images_per_s": batch / median_s["default_t3"],
+      "train_images_per_s_vmap": batch / median_s["branches_t3"],
       "eval_images_per_s": args.eval_images / median_s["eval"],
-      "cifar100_ir100_200_epochs_minutes_extrapolated": steps_200 * median_s["branches_t3"] / 60,
+      "cifar100_ir100_200_epochs_minutes_extrapolated": steps_200 * median_s["default_t3"] / 60,
   }
   if args.map:
     figures["map_over_loop"] = common.paired_ratio(samples["map_t3"], samples["loop_t3"])
@@ -310,7 +318,7 @@ def main(argv=None) -> None:
   payload = {
       **figures,
       "targets": {k: f"<= {v}" for k, v in TARGETS.items()},
-      "met": {k: figures[k] <= v for k, v in TARGETS.items()},
+      "met": {k: figures[k] <= v for k, v in TARGETS.items() if k in figures},
       "setup": {"recipe": RECIPE, "overrides": args.set, "batch": batch, "classes": num_classes,
                 "image": [32, 32, 3],
                 "rounds": args.rounds, "steps_per_sample": args.steps, "eval_images": args.eval_images,

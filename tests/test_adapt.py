@@ -233,7 +233,9 @@ def test_adjusting_logits_directly(trained_run, test_features):
   info = rep["adaptation"]
   assert rep["preference"] == [0.0, 1.0, 0.0] == info["reference"]
   q_hat = np.asarray(info["estimated_prior"])
-  np.testing.assert_allclose(info["logit_adjustment"], np.log(np.maximum(q_hat, 1e-8)) - np.log(0.1), rtol=1e-5)
+  # float32 logs: an absolute floor for entries near 0 (q_hat close to the uniform 0.1).
+  np.testing.assert_allclose(info["logit_adjustment"], np.log(np.maximum(q_hat, 1e-8)) - np.log(0.1), rtol=1e-5,
+                             atol=1e-6)
   # The estimate says "tail-heavy", so the adjustment favours the tail, and accuracy rises over the
   # unadjusted reference.
   assert info["logit_adjustment"][-1] > info["logit_adjustment"][0]
