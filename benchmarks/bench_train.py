@@ -7,8 +7,11 @@ crop and flip, the update of ``hyperlt.step``) on random uint8 images; only the 
 
 * ``shared_t1`` / ``shared_t3``: 1 or 3 experts on a fully shared trunk (``model.branch_stages=0``);
 * ``branches_t1`` / ``branches_t3``: SADE's split, stages 2-3 per expert (``branch_stages=2``);
-* ``loop_t3``: ``branches_t3`` with its expert branches applied one after another in a Python loop over
-  the SAME stacked parameters (slices of them), instead of one vmapped module;
+* ``branches_t1`` / ``branches_t3`` are forced to the vmapped form (``model.experts=vmap``);
+* ``loop_t3``: ``model.experts=unrolled``, the library's form that applies the branches one after
+  another (unrolled at trace time) over the SAME stacked parameters, instead of one vmapped module;
+* ``default_t1`` / ``default_t3``: ``model.experts=auto``, what users get (unrolled on CPU, vmapped
+  elsewhere); ``train_images_per_s`` and the 200-epoch extrapolation use ``default_t3``;
 * ``map_t3`` (with ``--map``): the same branches applied by ``jax.lax.map`` over the stacked parameters (a compiled
   sequential map: still an expert axis, no Python loop, and no grouped convolutions);
 * ``bf16_t3`` (with ``--bf16``, default on GPU): ``branches_t3`` with ``model.dtype=bfloat16``;
@@ -22,7 +25,7 @@ once per round, in a rotating order, for ``--rounds`` rounds; a train sample is 
     t3_over_t1_shared   = shared_t3 / shared_t1        (target <= 1.15)
     t3_over_t1_branches = branches_t3 / branches_t1    (target <= 2.2)
     vmap_over_loop      = branches_t3 / loop_t3        (target <= 0.7)
-    train_images_per_s  = 128 / branches_t3;  eval_images_per_s = eval images / eval time
+    train_images_per_s  = 128 / default_t3;  eval_images_per_s = eval images / eval time
 
 plus ``map_over_loop`` = map_t3 / loop_t3 (with ``--map``), a diagnostic ``grouped_conv`` (one stage-2
 convolution for 3 experts, vmapped = one grouped convolution versus 3 separate ones), and
@@ -56,43 +59,11 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hyperlt import config as config_lib, distributed, evaluate, losses, train  # noqa: E402
 from hyperlt.data import augment, longtail, pipeline  # noqa: E402
 from hyperlt.model import ExpertModel, build, unrolled_experts  # noqa: E402
-from hyperlt.models.resnet import Branch, Trunk  # noqa: E402
 from hyperlt.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
 RECIPE = "cifar_lt:c100,ir100"
 CIFAR100_IR100_TRAIN = 10_847
 TARGETS = {"t3_over_t1_shared": 1.15, "t3_over_t1_branches": 2.2, "vmap_over_loop": 0.7}
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopedExperts(ExpertModel):
-  """The same model, its expert branches applied in a Python loop over slices of the stacked parameters."""
-
-  def features(self, params, batch_stats, images, train):
-    net = self.backbone
-    shared = len(net.stage_sizes) - net.branch_stages
-    trunk = Trunk(net.stage_sizes[:shared], net.widths[:shared], dtype=net.dtype)
-    branch = Branch(net.stage_sizes[shared:], net.widths[shared:], first_stage_index=shared, dtype=net.dtype)
-    p, s = params["backbone"], batch_stats["backbone"]
-    trunk_vars = {"params": p["trunk"], "batch_stats": s["trunk"]}
-    if train:
-      h, trunk_stats = trunk.apply(trunk_vars, images, train=True, mutable=["batch_stats"])
-    else:
-      h = trunk.apply(trunk_vars, images, train=False)
-    features, stats = [], []
-    for j in range(self.num_experts):
-      expert = jax.tree.map(lambda x, j=j: x[j], {"params": p["branches"], "batch_stats": s["branches"]})
-      if train:
-        f, updated = branch.apply(expert, h, train=True, mutable=["batch_stats"])
-        stats.append(updated["batch_stats"])
-      else:
-        f = branch.apply(expert, h, train=False)
-      features.append(f)
-    features = jnp.stack(features).astype(jnp.float32)
-    if not train:
-      return features, batch_stats
-    stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *stats)
-    return features, {"backbone": {"trunk": trunk_stats["batch_stats"], "branches": stacked}}
 
 
 EXTRA_OVERRIDES: list[str] = []  # --set: applied to every variant (for quick checks; recorded in the results)
@@ -104,10 +75,7 @@ class MappedExperts(ExpertModel):
   compiled branch body run T times in sequence, ordinary (ungrouped) convolutions inside."""
 
   def features(self, params, batch_stats, images, train):
-    net = self.backbone
-    shared = len(net.stage_sizes) - net.branch_stages
-    trunk = Trunk(net.stage_sizes[:shared], net.widths[:shared], dtype=net.dtype)
-    branch = Branch(net.stage_sizes[shared:], net.widths[shared:], first_stage_index=shared, dtype=net.dtype)
+    trunk, branch = self.backbone.parts()
     p, s = params["backbone"], batch_stats["backbone"]
     trunk_vars = {"params": p["trunk"], "batch_stats": s["trunk"]}
     if not train:
@@ -156,7 +124,7 @@ VARIANTS = {
     "branches_t3": ("model.experts=vmap",),
     "default_t1": ("model.num_experts=1", "loss.anchors=uniform"),
     "default_t3": (),
-    "loop_t3": (),
+    "loop_t3": ("model.experts=unrolled",),  # the library's unrolled form (hyperlt.model)
     "map_t3": (),
     "bf16_t3": ("model.dtype=bfloat16",),
 }
@@ -169,9 +137,8 @@ class TrainVariant:
     self.name, self.steps = name, steps
     self.config = recipe_config(*VARIANTS[name])
     model = build(self.config.model, num_classes)
-    if name in ("loop_t3", "map_t3"):
-      form = LoopedExperts if name == "loop_t3" else MappedExperts
-      model = form(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)})
+    if name == "map_t3":
+      model = MappedExperts(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)})
     self.model = model
     batch = self.config.optim.batch_size
     mesh = distributed.data_mesh(1)
