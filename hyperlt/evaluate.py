@@ -58,6 +58,23 @@ def logits(model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray
                           for s in range(0, features.shape[1], chunk)], axis=1)
 
 
+def _over_chunks(fn, model: ExpertModel, params, features: jnp.ndarray, alphas: np.ndarray, chunk: int,
+                 shift: jnp.ndarray | None) -> np.ndarray:
+  """``fn`` [P, n] over fixed-size chunks of the N feature columns, the last one zero-padded, so each
+  ``fn`` compiles once per chunk size; returns [P, N]."""
+  alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
+  n = features.shape[1]
+  chunk = min(chunk, n)
+  out = []
+  for start in range(0, n, chunk):
+    part = features[:, start:start + chunk]
+    pad = chunk - part.shape[1]
+    if pad:
+      part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
+    out.append(fn(model, params, part, alphas, shift)[:, :chunk - pad])
+  return np.asarray(jnp.concatenate(out, axis=1))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _predict(model: ExpertModel, params, features, alphas, shift):
   logits = _logits_for_alphas(model, params, features, alphas)
@@ -70,17 +87,7 @@ def predict_classes(model: ExpertModel, params, features: jnp.ndarray, alphas: n
 
   ``shift`` [K] is added to the logits before the argmax (post-hoc logit adjustment, see
   ``ExpertModel.prediction_shift``)."""
-  alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
-  n = features.shape[1]
-  chunk = min(chunk, n)
-  out = []
-  for start in range(0, n, chunk):
-    part = features[:, start:start + chunk]
-    pad = chunk - part.shape[1]
-    if pad:
-      part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
-    out.append(_predict(model, params, part, alphas, shift)[:, :chunk - pad])
-  return np.asarray(jnp.concatenate(out, axis=1))
+  return _over_chunks(_predict, model, params, features, alphas, chunk, shift)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -96,17 +103,7 @@ def predict_confidences(model: ExpertModel, params, features: jnp.ndarray, alpha
   The calibration hook: with the correctness of those predictions it gives the expected calibration
   error (hyperlt.metrics). Same preferences, chunking and ``shift`` as :func:`predict_classes`.
   """
-  alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
-  n = features.shape[1]
-  chunk = min(chunk, n)
-  out = []
-  for start in range(0, n, chunk):
-    part = features[:, start:start + chunk]
-    pad = chunk - part.shape[1]
-    if pad:
-      part = jnp.pad(part, ((0, 0), (0, pad), (0, 0)))
-    out.append(_confidences(model, params, part, alphas, shift)[:, :chunk - pad])
-  return np.asarray(jnp.concatenate(out, axis=1))
+  return _over_chunks(_confidences, model, params, features, alphas, chunk, shift)
 
 
 def accuracy_table(predictions: np.ndarray, labels: np.ndarray, test_sets: dict[str, np.ndarray],
