@@ -147,8 +147,8 @@ class TrainVariant:
     update = make_update(model, tx, losses.adjustments(self.config.loss.anchors, prior / prior.sum(),
                                                        self.config.loss.tau), StepConfig.from_config(self.config))
     mean, std = self.config.data.mean, self.config.data.std
-    self.step = train.make_resident_step(update, batch, mean, std, self.config.data.crop_padding,
-                                         self.config.data.flip, mesh)
+    self.step = train.make_resident_step(update, batch, mean, std,
+                                         augment.Augmentation.from_config(self.config.data), mesh)
     self.state = train.initial_state(model, tx, self.config.seed, images.shape[1:], mesh)
     self.x = distributed.replicate(images, mesh)
     self.y = distributed.replicate(labels, mesh)

@@ -1,20 +1,24 @@
 """Train a list of methods on one recipe and write one comparison table (markdown and CSV).
 
     python experiments/compare.py --config digits --out experiments/results/digits
-    python experiments/compare.py --config cifar_lt:c10,ir100 --out experiments/results/cifar10_ir100_reduced \\
-        --seeds 0 data.path=/work/shared/data/cifar10-jpeg75.npz optim.epochs=8 ...
+    python experiments/compare.py --config cifar_lt:c10,ir100,reduced --seeds 0 \\
+        --out experiments/results/cifar10_ir100_reduced data.path=../shared/data/cifar10-jpeg75.npz
 
 Every method is the same config plus ``method=<name>`` (hyperlt.methods). The table follows METHOD.md
 section 7: top-1 accuracy (%) on the 11 test-agnostic test sets, their mean, and many/medium/few on the
 uniform set, with a "prior used?" column. Extra rows: hypernetwork models also at the simplex centre
 (1,1,1), which, like SADE's mean of logits, weights every expert equally and reads nothing about the
-test set; and "oracle" rows that evaluate experts at the vertex matching each test set's direction
-(forward/uniform/backward), which uses knowledge of the test prior and is marked so.
+test set; "oracle" rows that evaluate experts at the vertex matching each test set's direction
+(forward/uniform/backward), which uses knowledge of the test prior and is marked so; and, with
+``--adapt stability,em``, test-time adaptation rows: each multi-expert model adapted separately to each
+test set's unlabeled images (hyperlt.adapt; ``stability`` is SADE's test-time self-supervised
+aggregation), marked as reading the unlabeled test images.
 
 Resumable: each (method, seed) result is a JSON file under ``<out>/runs``; methods whose file exists
 are not retrained, and an interrupted training resumes from its last checkpoint in ``--workroot``.
 Methods whose training configs coincide (``ce`` and ``logit_adjust`` differ only at prediction time)
-share one training run.
+share one training run. A finished (method, seed) that lacks an adaptation the command asks for is
+re-evaluated from its final checkpoint (no training), keeping its recorded training time.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ import time
 import numpy as np
 
 from hyperlt import config as config_lib, evaluate, methods, train
-from hyperlt.data import longtail, pipeline
+from hyperlt.adapt import core as adapt_core, report as adapt_report
+from hyperlt.data import longtail
 from hyperlt.model import build
 
 DEFAULT_METHODS = ("ce", "balanced_softmax", "logit_adjust", "sade", "balpoe", "ride", "prl", "prl_paper",
@@ -77,8 +82,9 @@ def oracle_alphas(run: train.Run, test_set_names) -> np.ndarray | None:
                    for name in test_set_names])
 
 
-def evaluate_method(run: train.Run) -> dict:
-  """Accuracy tables at the default preference and, where defined, at the oracle-matched vertices."""
+def evaluate_method(run: train.Run, adapt_methods=()) -> dict:
+  """Accuracy tables at the default preference and, where defined, at the oracle-matched vertices and
+  after test-time adaptation to each test set (``adapt_methods``, for models with several experts)."""
   features = evaluate.test_features(run)
   default = evaluate.evaluate_alphas(run, evaluate.default_preference(run)[None], features)[0]
   out = {"default": default}
@@ -93,15 +99,24 @@ def evaluate_method(run: train.Run) -> dict:
     by_pref = {tuple(r["preference"]): r["results"] for r in per_vertex}
     out["oracle"] = {"preference_per_test_set": {n: [float(v) for v in a] for n, a in zip(names, alphas)},
                      "results": {n: by_pref[tuple(float(v) for v in a)][n] for n, a in zip(names, alphas)}}
+  if t > 1:
+    for method in adapt_methods:
+      start = time.perf_counter()
+      report = adapt_report.adapt_all_test_sets(run, method, features)
+      out[f"adapted_{method}"] = {
+          "seconds": time.perf_counter() - start,
+          "preference_per_test_set": {n: row["preference"] for n, row in report["test_sets"].items()},
+          "results": {n: row["adapted"] for n, row in report["test_sets"].items()}}
   return out
 
 
-def run_one(spec, overrides, method, seed, workroot: pathlib.Path, data_cache: dict, log) -> dict:
+def run_one(spec, overrides, method, seed, workroot: pathlib.Path, data_cache: dict, log,
+            adapt_methods=()) -> dict:
   config = method_config(spec, overrides, method, seed)
   trained = training_config(config)
   data_key = json.dumps(config_lib.to_dict(config)["data"], sort_keys=True)
   if data_key not in data_cache:
-    data_cache[data_key] = pipeline.prepare(config.data)
+    data_cache[data_key] = train.prepare_data(config.data)
   data = data_cache[data_key]
   workdir = workroot / config_key(trained)
   start = time.perf_counter()
@@ -111,7 +126,7 @@ def run_one(spec, overrides, method, seed, workroot: pathlib.Path, data_cache: d
   return {"method": method, "seed": seed, "summary": methods.METHODS[method].summary,
           "uses_test_prior": methods.METHODS[method].uses_test_prior, "workdir": str(workdir),
           "steps": int(run.state.step), "train_seconds_this_call": seconds,
-          "config": config_lib.to_dict(config), **evaluate_method(run)}
+          "config": config_lib.to_dict(config), **evaluate_method(run, adapt_methods)}
 
 
 def _row(results: list[dict], names: list[str]) -> list[float | None]:
@@ -140,6 +155,12 @@ def write_tables(records: list[dict], out: pathlib.Path, command: str, seeds: li
     if mine:
       rows.append([f"{method}, preference 1,1,1", "no", len(mine),
                    *_row([r["center"]["results"] for r in mine], names)])
+  for adapt_method in adapt_core.METHODS:
+    for method in methods_order:
+      mine = [r for r in records if r["method"] == method and f"adapted_{adapt_method}" in r]
+      if mine:
+        rows.append([f"{method}, adapted to each test set ({adapt_method})", "unlabeled test images", len(mine),
+                     *_row([r[f"adapted_{adapt_method}"]["results"] for r in mine], names)])
   for method in methods_order:
     mine = [r for r in records if r["method"] == method and "oracle" in r]
     if mine:
@@ -160,7 +181,9 @@ def write_tables(records: list[dict], out: pathlib.Path, command: str, seeds: li
            "on the uniform set. \"prior used?\": whether prediction reads anything about the test set's "
            "class prior (post-hoc logit adjustment uses only the training prior). Each method is evaluated "
            "at its default preference (single models: their one head; static experts: the mean of logits; "
-           "PRL: the uniform anchor's vertex).", "",
+           "PRL: the uniform anchor's vertex). \"adapted to each test set\" rows choose a preference per test "
+           "set from its unlabeled images (hyperlt.adapt; stability = SADE's test-time aggregation, em = "
+           "EM estimate of the test prior); labels only score the result.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
   lines += ["", "Per-run JSON (full tables, configs, work dirs): `runs/` beside this file.", ""]
@@ -174,12 +197,17 @@ def main(argv=None) -> int:
   parser.add_argument("--seeds", default="0", help="comma-separated training seeds")
   parser.add_argument("--out", required=True, help="table path without suffix (writes .md, .csv, runs/)")
   parser.add_argument("--workroot", default=None, help="training work dirs (default: runs/compare/<out name>)")
+  parser.add_argument("--adapt", default="", help="comma-separated test-time adaptation methods "
+                      f"({', '.join(adapt_core.METHODS)}) to add as rows for multi-expert models")
   parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides for every method")
   args = parser.parse_args(argv)
   method_names = [m for m in args.methods.split(",") if m]
   unknown = [m for m in method_names if m not in methods.METHODS]
   if unknown:
     parser.error(f"--methods: unknown {unknown}; expected names from {', '.join(methods.METHODS)}")
+  adapt_methods = [m for m in args.adapt.split(",") if m]
+  if any(m not in adapt_core.METHODS for m in adapt_methods):
+    parser.error(f"--adapt: expected names from {', '.join(adapt_core.METHODS)}, got {args.adapt!r}")
   seeds = [int(s) for s in args.seeds.split(",") if s]
   out = pathlib.Path(args.out)
   runs_dir = out.parent / "runs" / out.name
@@ -192,11 +220,16 @@ def main(argv=None) -> int:
   for method in method_names:
     for seed in seeds:
       path = runs_dir / f"{method}_seed{seed}.json"
-      if path.exists():
+      earlier = json.loads(path.read_text()) if path.exists() else None
+      missing = [m for m in adapt_methods if earlier is not None and earlier["config"]["model"]["num_experts"] > 1
+                 and f"adapted_{m}" not in earlier]
+      if earlier is not None and not missing:
         log(f"[{method} seed {seed}] done before: {path}")
       else:
-        log(f"[{method} seed {seed}] training ...")
-        record = run_one(args.config, args.overrides, method, seed, workroot, data_cache, log)
+        log(f"[{method} seed {seed}] " + ("training ..." if earlier is None else f"adding {missing} ..."))
+        record = run_one(args.config, args.overrides, method, seed, workroot, data_cache, log, adapt_methods)
+        if earlier is not None:
+          record["train_seconds_this_call"] = earlier["train_seconds_this_call"]
         path.write_text(json.dumps(record, indent=1))
         uniform = record["default"]["results"]["uniform"]["all"]
         log(f"[{method} seed {seed}] {record['train_seconds_this_call']:.0f} s, uniform {100 * uniform:.2f}%")

@@ -27,6 +27,7 @@ import numpy as np
 
 from hyperlt import checkpoint, choose as choose_lib, evaluate, preference as preference_lib, sweep as sweep_lib, train
 from hyperlt.data import augment, longtail
+from hyperlt.data import images as image_input
 from hyperlt.errors import require
 from hyperlt.model import ExpertModel
 
@@ -73,21 +74,6 @@ class Model:
     """What ``predict`` uses without a preference (the uniform anchor's vertex unless configured)."""
     return evaluate.default_preference(self.run)
 
-  def _check_images(self, images) -> np.ndarray:
-    h, w, c = self.image_shape
-    expected = f"[N, {h}, {w}, {c}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
-    require(isinstance(images, np.ndarray) or hasattr(images, "__array__"),
-            f"images: expected a uint8 array of shape {expected}, got a {type(images).__name__}")
-    images = np.asarray(images)
-    require(images.dtype == np.uint8, f"images: expected dtype uint8 (pixels 0..255) of shape {expected}, got "
-            f"dtype {images.dtype}; convert floats in [0, 1] with (x * 255).round().astype(np.uint8)")
-    if c == 1 and images.ndim == 3 and images.shape[1:] == (h, w):
-      images = images[..., None]
-    require(images.ndim == 4 and images.shape[1:] == (h, w, c),
-            f"images: expected shape {expected} (this run's images are {h}x{w} with {c} channel"
-            f"{'s' if c != 1 else ''}), got {images.shape}")
-    return images
-
   def predict(self, images, preference: str | Sequence[float] | np.ndarray | None = None) -> np.ndarray:
     """Class probabilities float32 [N, K] of uint8 images [N, H, W, C] (or [N, H, W] for one channel).
 
@@ -95,7 +81,7 @@ class Model:
     validated like ``hyperlt evaluate --preference`` (same rules and messages, field "preference");
     None uses :attr:`default_preference`.
     """
-    images = self._check_images(images)
+    images = image_input.check_images(images, self.image_shape, allow_empty=True)
     alpha = (self.default_preference if preference is None
              else preference_lib.parse(preference, self.num_experts, "preference"))
     if len(images) == 0:

@@ -152,7 +152,8 @@ def validation_estimates(run: Run, alphas: np.ndarray, wanted: Sequence[Metric],
   data = run.data
   if features is None:
     features = evaluate.extract_features(run.model, run.state.params, run.state.batch_stats, data.val_x,
-                                         data.mean, data.std, run.config.train.eval_batch_size)
+                                         data.mean, data.std, run.config.train.eval_batch_size,
+                                         mesh=evaluate.evaluation_mesh(run))
   shift = run.model.prediction_shift(data.prior)
   classes = evaluate.predict_classes(run.model, run.state.params, features, alphas, shift=shift)
   labels = np.asarray(data.val_y)

@@ -160,26 +160,8 @@ def _add_predict(sub):
 
 
 def _load_images(path_text: str):
-  import pathlib  # pylint: disable=g-import-not-at-top
-  import numpy as np  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(path_text)
-  if not path.is_file():
-    raise UserInputError(f"--images: {path} does not exist")
-  try:
-    loaded = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise UserInputError(f"--images: {path} is not a .npy or .npz file ({e})") from None
-  if isinstance(loaded, np.ndarray):
-    return loaded
-  with loaded:
-    names = list(loaded.files)
-    for name in ("images", "x", "x_test"):
-      if name in names:
-        return loaded[name]
-    if len(names) == 1:
-      return loaded[names[0]]
-  raise UserInputError(f"--images: {path} holds arrays {names}; expected one array, or one named images, x or "
-                       "x_test")
+  from hyperlt.data import images  # pylint: disable=g-import-not-at-top
+  return images.load_image_file(path_text, "--images")
 
 
 def _run_predict(args) -> int:

@@ -129,6 +129,7 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   require(len(d.mean) == len(d.std), "data.mean and data.std: expected the same length (one per channel)")
   require(all(s > 0 for s in d.std), f"data.std: expected positive numbers, got {d.std}")
   require(d.crop_padding >= 0, f"data.crop_padding: expected >= 0, got {d.crop_padding}")
+  require(0 <= d.rotation <= 180, f"data.rotation: expected 0..180 degrees, got {d.rotation}")
   require(d.few_below <= d.many_above, "data.few_below: expected <= data.many_above")
   require(m.backbone in BACKBONES, f"model.backbone: expected one of {BACKBONES}, got {m.backbone!r}")
   require(len(m.stage_sizes) == len(m.widths) and len(m.stage_sizes) >= 1 and all(s >= 1 for s in m.stage_sizes),
@@ -156,6 +157,9 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   require(l.mixup_alpha >= 0, f"loss.mixup_alpha: expected >= 0 (0 = off), got {l.mixup_alpha}")
   require(l.diversity >= 0, f"loss.diversity: expected >= 0 (0 = off), got {l.diversity}")
   require(l.diversity_temperature > 0, f"loss.diversity_temperature: expected > 0, got {l.diversity_temperature}")
+  require(0 <= l.reweight_start <= 1,
+          f"loss.reweight_start: expected a share of training in [0, 1] (0 = off), got {l.reweight_start}")
+  require(0 <= l.reweight_beta < 1, f"loss.reweight_beta: expected in [0, 1), got {l.reweight_beta}")
   require(p.sampling in preference.SAMPLING_MODES,
           f"preference.sampling: expected one of {preference.SAMPLING_MODES}, got {p.sampling!r}")
   require(p.beta0 > 0 and p.kappa >= 0, "preference.beta0 > 0 and preference.kappa >= 0 expected")

@@ -3,7 +3,8 @@
 Features do not depend on the preference, and the 11 test sets are index subsets of one balanced test
 set, so evaluation is: features of the balanced test set ONCE, then predictions for P preferences in one
 compiled call (hypernetwork and heads vmapped over P), then accuracies by indexing. Evaluating 231
-preferences costs little more than evaluating one.
+preferences costs little more than evaluating one. With several devices the feature pass is split over
+them (the run's "data" mesh, :func:`evaluation_mesh`); the cheap prediction step runs on one.
 
 Results follow ``hyperlt evaluate --json``: ``{"forward50": {"all": a, "many": a, "medium": a, "few": a},
 ...}``, accuracies as fractions, ``None`` for a group with no images in that test set.
@@ -18,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax.sharding import Mesh
+
+from hyperlt import distributed
 from hyperlt.data import augment, longtail, pipeline
 from hyperlt.model import ExpertModel
 from hyperlt.train import Run
@@ -25,25 +29,58 @@ from hyperlt.train import Run
 GROUP_NAMES = ("all",) + longtail.SHOT_GROUPS
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _features(model: ExpertModel, params, batch_stats, images_uint8, mean, std):
+def _feature_fn(model: ExpertModel, params, batch_stats, images_uint8, mean, std):
   return model.features(params, batch_stats, augment.normalize(images_uint8, mean, std), train=False)[0]
 
 
+_features = jax.jit(_feature_fn, static_argnums=0)
+
+
+@functools.lru_cache(maxsize=8)
+def _sharded_features(model: ExpertModel, mesh: Mesh):
+  """``_features`` with the batch split over the mesh's "data" axis and the features gathered back
+  onto every device (features are small next to the images)."""
+  rows, whole = distributed.batch_sharding(mesh), distributed.replicated(mesh)
+  return jax.jit(functools.partial(_feature_fn, model), in_shardings=(whole, whole, rows, whole, whole),
+                 out_shardings=whole)
+
+
 def extract_features(model: ExpertModel, params, batch_stats, images: np.ndarray, mean, std,
-                     batch_size: int = 1000) -> jnp.ndarray:
-  """Features [T, N, d] of uint8 images [N, H, W, C], in fixed-size batches (one compilation)."""
+                     batch_size: int = 1000, mesh: Mesh | None = None) -> jnp.ndarray:
+  """Features [T, N, d] of uint8 images [N, H, W, C], in fixed-size zero-padded batches.
+
+  Sets smaller than ``batch_size`` are padded to the next power of two, so any number of images
+  compiles at most ``log2(batch_size) + 1`` programs (not one per distinct set size). With a ``mesh``
+  of several devices each batch is split over its "data" axis (batch sizes rounded up to a multiple
+  of the device count); every process passes all the images and gets all the features back, on its
+  first device.
+  """
   n = len(images)
-  batch_size = min(batch_size, n)
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  batch_size = min(batch_size, _next_power_of_two(n))
+  sharded = mesh is not None and mesh.size > 1
+  if sharded:
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    params, batch_stats = distributed.replicate((params, batch_stats), mesh)
+    mean, std = distributed.replicate((np.asarray(mean, np.float32), np.asarray(std, np.float32)), mesh)
+  else:
+    mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
   chunks = []
   for start in range(0, n, batch_size):
     batch = images[start:start + batch_size]
     pad = batch_size - len(batch)
     if pad:
       batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
-    chunks.append(_features(model, params, batch_stats, batch, mean, std)[:, :batch_size - pad])
+    if sharded:
+      rows = distributed.global_batch(batch[distributed.process_rows(batch_size)], mesh, batch_size)
+      feats = distributed.to_local(_sharded_features(model, mesh)(params, batch_stats, rows, mean, std))
+    else:
+      feats = _features(model, params, batch_stats, batch, mean, std)
+    chunks.append(feats[:, :batch_size - pad])
   return jnp.concatenate(chunks, axis=1)
+
+
+def _next_power_of_two(n: int) -> int:
+  return 1 << max(n - 1, 0).bit_length()
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -132,10 +169,18 @@ def evaluate_alphas(run: Run, alphas: np.ndarray, features: jnp.ndarray | None =
           for alpha, pred in zip(np.atleast_2d(alphas), predictions)]
 
 
+def evaluation_mesh(run: Run) -> Mesh:
+  """The run's "data" mesh (``parallel.num_devices``), or every device where fewer are present now
+  (a run trained on 8 devices is evaluated on the devices this machine has)."""
+  wanted = run.config.parallel.num_devices
+  return distributed.data_mesh(wanted if wanted <= jax.device_count() else 0)
+
+
 def test_features(run: Run) -> jnp.ndarray:
+  """Features [T, N, d] of the balanced test set, split over the devices of :func:`evaluation_mesh`."""
   data: pipeline.Prepared = run.data
   return extract_features(run.model, run.state.params, run.state.batch_stats, data.test_x, data.mean, data.std,
-                          run.config.train.eval_batch_size)
+                          run.config.train.eval_batch_size, mesh=evaluation_mesh(run))
 
 
 def default_preference(run: Run) -> np.ndarray:

@@ -29,6 +29,10 @@ Regularisers and data mixing used by the baselines:
     diversity (RIDE): D = T_d^2 * sum_t KL(softmax(mean_t v_t / T_d) || softmax(v_t / T_d)), subtracted
                       with weight lambda_div, so experts are pushed apart from their ensemble mean
     post-hoc logit adjustment (Menon et al. 2021): predict argmax_k z_k - tau * log pi_k
+    deferred re-weighting (DRW, Cao et al. 2019; RIDE): from a given step on, each example's loss is
+                      weighted by its class's class-balanced weight w_y (Cui et al. 2019),
+                      w_c = K (1 - beta) / (1 - beta^{n_c}) / sum_k [(1 - beta) / (1 - beta^{n_k})],
+                      and the batch loss is sum_b w_{y_b} l_b / sum_b w_{y_b} (PyTorch's weighted mean)
 
 Objectives over the P losses ``L``:
 
@@ -127,10 +131,30 @@ def target_prior(adjustment: np.ndarray, prior: np.ndarray) -> np.ndarray:
   return unnormalised / unnormalised.sum()
 
 
-def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
-  """Mean softmax cross-entropy over the batch axis; logits [..., B, K], labels [B] -> [...]."""
+def class_balanced_weights(counts: np.ndarray, beta: float = 0.9999) -> np.ndarray:
+  """Class-balanced loss weights [K] from training counts [K] (see the module docstring); they sum to K.
+
+  ``beta -> 1`` approaches inverse-frequency weights, ``beta = 0`` gives equal weights.
+  """
+  counts = np.asarray(counts, np.float64)
+  if np.any(counts < 1):
+    raise ValueError(f"class-balanced weights need at least one example per class, got counts {counts}")
+  effective = (1.0 - beta ** counts) / (1.0 - beta) if beta > 0 else np.ones_like(counts)
+  weights = 1.0 / effective
+  return (weights * len(counts) / weights.sum()).astype(np.float32)
+
+
+def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Softmax cross-entropy averaged over the batch axis; logits [..., B, K], labels [B] -> [...].
+
+  With per-example ``weights`` [B] the average is ``sum_b w_b l_b / sum_b w_b``.
+  """
   labels = jnp.broadcast_to(labels, logits.shape[:-1])
-  return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels), -1)
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  if weights is None:
+    return jnp.mean(per_example, -1)
+  weights = jnp.asarray(weights, jnp.float32)
+  return jnp.sum(per_example * weights, -1) / jnp.sum(weights)
 
 
 def _per_sample_rows(target_weights: jnp.ndarray, rows: jnp.ndarray, mode: str) -> jnp.ndarray:
@@ -147,12 +171,13 @@ def _per_sample_rows(target_weights: jnp.ndarray, rows: jnp.ndarray, mode: str) 
 
 def preference_losses(logits: jnp.ndarray, target_weights: jnp.ndarray, adjust: jnp.ndarray,
                       labels: jnp.ndarray, mode: str = "continuous", margins: jnp.ndarray | None = None,
-                      scale: float = 1.0) -> jnp.ndarray:
+                      scale: float = 1.0, example_weights: jnp.ndarray | None = None) -> jnp.ndarray:
   """Per-preference losses [P] from logits [P, B, K], target weights w [P, T] (the sampled
   preferences, normalised), additive adjustments [T, K] and labels [B].
 
   ``margins`` [T, K] (cosine units, see :func:`split_anchors`) lower the true class's logit by
   ``scale * m_y``; like the additive rows they are mixed by w (continuous) or taken per sample (paper).
+  ``example_weights`` [B] make each loss a weighted mean over the batch (deferred re-weighting).
   """
   shift = _per_sample_rows(target_weights, adjust, mode)
   adjusted = logits + shift[:, None, :]
@@ -160,7 +185,7 @@ def preference_losses(logits: jnp.ndarray, target_weights: jnp.ndarray, adjust: 
     margin = _per_sample_rows(target_weights, margins, mode)           # [P, K]
     one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)   # [B, K]
     adjusted = adjusted - scale * margin[:, None, :] * one_hot[None]
-  return cross_entropy(adjusted, labels)
+  return cross_entropy(adjusted, labels, example_weights)
 
 
 def mixed_losses(loss_of_labels, labels: jnp.ndarray, partner_labels: jnp.ndarray,

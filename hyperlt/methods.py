@@ -18,7 +18,8 @@ sade           3 static experts, sample i = e_i with anchor i (forward/uniform/b
                predicts with the mean of the experts' logits (preference 1,1,1)
 balpoe         sade with anchors tau * log pi, tau = 0, 1, 2, and mixup (alpha 0.4)
 ride           3 static experts, LDAM margins (max 0.5) per expert, RIDE's diversity term (0.2,
-               temperature 1); mean of logits; no DRW re-weighting and no router (see docs/baselines.md)
+               temperature 1), deferred class-balanced re-weighting from 80% of training (DRW, beta
+               0.9999); mean of logits; no router (see docs/baselines.md)
 prl            the library default: hypernetwork heads, continuous loss, vertex Dirichlet sampling, STCH
 prl_paper      prl with the paper loss mode (sample i always gets anchor i)
 prl_code       the published PRL code's switches: learned scale, paper loss, STCH as coded, symmetric
@@ -64,9 +65,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Method("balpoe", "BalPoE: tau = 0, 1, 2 experts, mixup 0.4, mean of logits",
            {**_STATIC_EXPERTS, "loss.anchors": ("logit_adjust:0", "logit_adjust:1", "logit_adjust:2"),
             "loss.mixup_alpha": 0.4}),
-    Method("ride", "RIDE: LDAM experts with the diversity loss, mean of logits",
+    Method("ride", "RIDE: LDAM-DRW experts with the diversity loss, mean of logits",
            {**_STATIC_EXPERTS, "loss.anchors": ("ldam:0.5",) * 3, "loss.diversity": 0.2,
-            "loss.diversity_temperature": 1.0}),
+            "loss.diversity_temperature": 1.0, "loss.reweight_start": 0.8}),
     Method("prl", "PRL, continuous loss (library default)", {}),
     Method("prl_paper", "PRL with the paper loss mode", {"loss.mode": "paper"}),
     Method("prl_code", "PRL with the published code's switches",

@@ -9,8 +9,8 @@ For a batch of B normalised images and T experts, ``update``:
 4. scalarises the T losses (STCH by default) and takes one optax step (SGD, Nesterov, weight decay).
 
 The baselines are switches on the same step (see hyperlt.methods): margin anchors (LDAM) in the
-per-sample loss, mixup of the batch before step 1 (BalPoE), and RIDE's diversity term subtracted from
-the scalarised objective. Each is off unless its config field enables it, so the default path is unchanged.
+per-sample loss, mixup of the batch before step 1 (BalPoE), RIDE's diversity term subtracted from
+the scalarised objective, and deferred class-balanced re-weighting of the examples (DRW). Each is off unless its config field enables it, so the default path is unchanged.
 
 Everything here is traceable; ``hyperlt.train`` jits it together with on-device batching and augmentation.
 """
@@ -104,11 +104,14 @@ class StepConfig:
 
 
 def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np.ndarray,
-                step_config: StepConfig) -> Callable:
+                step_config: StepConfig, class_weights: np.ndarray | None = None,
+                reweight_from_step: int = 0) -> Callable:
   """The pure update ``(state, images, labels, key) -> (state, metrics)`` on normalised images.
 
   ``adjust`` [T, K] holds one row per anchor of ``step_config.anchors`` (see losses.adjustments); rows
   of margin anchors are applied as margins. Without anchors in the step config every row is additive.
+  With ``class_weights`` [K] (see losses.class_balanced_weights), steps from ``reweight_from_step`` on
+  weight each example's loss by its class's weight (deferred re-weighting); before it every weight is 1.
   """
   if step_config.anchors and any(losses.is_margin_anchor(a) for a in step_config.anchors):
     additive, margins = (jnp.asarray(a) for a in losses.split_anchors(step_config.anchors, adjust))
@@ -116,8 +119,14 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np
     additive, margins = jnp.asarray(adjust), None
   num_experts = model.num_experts
   use_mixup = step_config.mixup_alpha > 0
+  class_weights = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
 
-  def loss_fn(params, batch_stats, images, labels, key):
+  def example_weights(labels, step):
+    if class_weights is None:
+      return None
+    return jnp.where(step >= reweight_from_step, class_weights[labels], jnp.ones_like(class_weights[labels]))
+
+  def loss_fn(params, batch_stats, images, labels, key, step):
     partner_labels = lam = None
     if use_mixup:
       key, lam_key, perm_key = jax.random.split(key, 3)
@@ -132,7 +141,7 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np
     logits = model.logits(params, features, r_hat)
     targets = alpha / jnp.sum(alpha, axis=-1, keepdims=True)
     loss_of_labels = lambda y: losses.preference_losses(logits, targets, additive, y, step_config.loss_mode,
-                                                        margins, step_config.scale)
+                                                        margins, step_config.scale, example_weights(y, step))
     if use_mixup:
       per_sample = losses.mixed_losses(loss_of_labels, labels, partner_labels, lam)
     else:
@@ -147,7 +156,7 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, adjust: np
   def update(state: TrainState, images: jnp.ndarray, labels: jnp.ndarray, key: jax.Array):
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (total, (batch_stats, per_sample, accuracy)), grads = grad_fn(state.params, state.batch_stats, images,
-                                                                  labels, key)
+                                                                  labels, key, state.step)
     if not step_config.learn_scale:
       grads = {**grads, "log_scale": jnp.zeros_like(grads["log_scale"])}
     updates, opt_state = tx.update(grads, state.opt_state, state.params)

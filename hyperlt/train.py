@@ -53,7 +53,7 @@ def _step_key(state: TrainState) -> tuple[jax.Array, jax.Array]:
   return aug_key, sample_key
 
 
-def make_resident_step(update: Callable, batch_size: int, mean, std, crop_padding: int, flip: bool,
+def make_resident_step(update: Callable, batch_size: int, mean, std, augmentation: augment.Augmentation,
                        mesh: Mesh | None = None) -> Callable:
   """Jitted ``(state, x_all, y_all, perm, index) -> (state, metrics)``: batch ``index`` of the epoch
   permutation ``perm`` over the device-resident uint8 images ``x_all``, augmented on device.
@@ -70,7 +70,7 @@ def make_resident_step(update: Callable, batch_size: int, mean, std, crop_paddin
     images = jax.lax.with_sharding_constraint(x_all[idx], rows)
     labels = jax.lax.with_sharding_constraint(y_all[idx], rows)
     aug_key, sample_key = _step_key(state)
-    images = augment.random_crop_flip(aug_key, augment.normalize(images, mean, std), crop_padding, flip)
+    images = augmentation(aug_key, augment.normalize(images, mean, std))
     return update(state, images, labels, sample_key)
 
   return jax.jit(step, in_shardings=(whole,) * 5, out_shardings=(whole, whole), donate_argnums=0)
@@ -113,6 +113,16 @@ class Run:
   state: TrainState
   data: Data | None
   workdir: pathlib.Path | None
+
+
+def deferred_reweighting(loss: ml_collections.ConfigDict, train_y: np.ndarray, num_classes: int,
+                         total_steps: int) -> tuple[np.ndarray | None, int]:
+  """``(class_weights, from_step)`` for ``make_update``: DRW per ``loss.reweight_*``, or ``(None, 0)``."""
+  if loss.reweight_start <= 0:
+    return None, 0
+  counts = np.bincount(np.asarray(train_y), minlength=num_classes)
+  require(np.all(counts > 0), "loss.reweight_start: deferred re-weighting needs every class in the training set")
+  return losses.class_balanced_weights(counts, loss.reweight_beta), int(round(loss.reweight_start * total_steps))
 
 
 def prepare_data(data: ml_collections.ConfigDict) -> Data:
@@ -224,7 +234,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None 
   model = build(config.model, data.num_classes)
   tx = make_optimizer(config.optim, steps_per_epoch)
   adjust = losses.adjustments(config.loss.anchors, data.prior, config.loss.tau)
-  update = make_update(model, tx, adjust, StepConfig.from_config(config))
+  update = make_update(model, tx, adjust, StepConfig.from_config(config),
+                       *deferred_reweighting(config.loss, data.train_y, data.num_classes, total_steps))
   state = initial_state(model, tx, config.seed, data.image_shape, mesh)
 
   mngr = None
@@ -249,8 +260,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None 
                           distributed.global_batch(y.astype(np.int32), mesh, batch_size)))
     batches = loader.epoch
   else:
-    step_fn = make_resident_step(update, batch_size, data.mean, data.std, config.data.crop_padding,
-                                 config.data.flip, mesh)
+    step_fn = make_resident_step(update, batch_size, data.mean, data.std,
+                                 augment.Augmentation.from_config(config.data), mesh)
     permutation = make_permutation(num_train, mesh)
     x_all = distributed.replicate(data.train_x, mesh)
     y_all = distributed.replicate(data.train_y.astype(np.int32), mesh)

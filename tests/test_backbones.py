@@ -113,3 +113,20 @@ def test_config_rejects_bad_backbone_fields():
   config_lib.override(config, ["model.backbone=resnet50", "model.branch_stages=4"])
   with pytest.raises(config_lib.UserInputError, match="model.branch_stages"):
     config_lib.validate(config)
+
+
+@pytest.mark.parametrize("architecture,branch_stages,per_expert_planes", [
+    ("resnext50_32x4d", 2, (192, 384)),   # ImageNet-LT: stages 3-4 per expert, both reduced
+    ("resnet50", 2, (192, 384)),          # iNaturalist 2018
+    ("resnet152", 1, (384,)),             # Places-LT (share_layer3): stage 3 shared yet reduced
+])
+def test_published_expert_splits(architecture, branch_stages, per_expert_planes):
+  net = ImageNetResNet(num_experts=3, architecture=architecture, branch_stages=branch_stages, branch_width=0.75)
+  planes = [spec.planes for spec in net.specs]
+  assert planes == [64, 128, 192, 384]          # SADE's reduce_dimension: 192 / 384 planes
+  assert tuple(planes[4 - branch_stages:]) == per_expert_planes
+  assert net.feature_dim == 1536
+  variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), _images(), train=False))
+  branch_kernel = variables["params"]["branches"]["Stages_0"]["Bottleneck_0"]["Conv_0"]["kernel"]
+  assert branch_kernel.shape[0] == 3                                  # stacked over the experts
+  assert branch_kernel.shape[-1] == net.specs[4 - branch_stages].inner

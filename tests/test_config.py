@@ -6,7 +6,8 @@ from hyperlt import config as config_lib
 from hyperlt.errors import UserInputError
 
 
-@pytest.mark.parametrize("spec", ["digits", "digits:local", "cifar_lt", "cifar_lt:c10,ir100", "cifar_lt:c100,ir10,local"])
+@pytest.mark.parametrize("spec", ["digits", "digits:local", "cifar_lt", "cifar_lt:c10,ir100", "cifar_lt:c100,ir10,local",
+                                  "cifar_lt:c10,ir100,reduced"])
 def test_bundled_configs_validate(spec):
   config_lib.validate(config_lib.load(spec))
 
@@ -17,6 +18,12 @@ def test_cifar_variants_follow_method():
   c100 = config_lib.load("cifar_lt:c100,ir100")
   assert c100.loss.mu == 0.3 and c100.loss.tau == 2.0 and c100.optim.milestones == (160, 180)
   assert c100.model.stage_sizes == (5, 5, 5) and c100.optim.epochs == 200
+  assert (c100.data.crop_padding, c100.data.flip, c100.data.rotation) == (4, True, 15.0)  # published augmentation
+  reduced = config_lib.load("cifar_lt:c10,ir100,reduced")
+  assert reduced.model.stage_sizes == (1, 1, 1) and reduced.optim.epochs == 10
+  assert reduced.optim.schedule == "cosine" and reduced.data.rotation == 15.0 and reduced.loss.mu == 0.3
+  with pytest.raises(UserInputError, match="unknown variant"):
+    config_lib.load("cifar_lt:c10,fast")
 
 
 def test_overrides_parse_types():

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from hyperlt import config as config_lib, evaluate, losses, methods
+from hyperlt import config as config_lib, evaluate, losses, methods, train
 from hyperlt.data import augment, pipeline
 from hyperlt.errors import UserInputError
 from hyperlt.model import build
@@ -60,7 +60,9 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(method, digits_data, fixed_ba
   model = build(config.model, digits_data.num_classes)
   tx = make_optimizer(config.optim, steps_per_epoch=10)
   adjust = losses.adjustments(config.loss.anchors, digits_data.prior, config.loss.tau)
-  update = jax.jit(make_update(model, tx, adjust, StepConfig.from_config(config)))
+  # total_steps=0: a deferred re-weighting (ride) applies from the first step, so both steps see it.
+  reweighting = train.deferred_reweighting(config.loss, digits_data.train_y, digits_data.num_classes, 0)
+  update = jax.jit(make_update(model, tx, adjust, StepConfig.from_config(config), *reweighting))
   state = init_state(model, tx, seed=0, image_shape=digits_data.image_shape)
   images, labels = fixed_batch
   key = jax.random.PRNGKey(3)  # the same preference samples (and mixup pairs) before and after
@@ -154,3 +156,81 @@ def test_comparison_script_shares_training_between_prediction_variants():
   key = lambda m: compare.config_key(compare.training_config(compare.method_config("digits", [], m, 0)))
   assert key("ce") == key("logit_adjust")
   assert len({key("ce"), key("balanced_softmax"), key("sade"), key("prl")}) == 4
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.9, 0.999, 0.9999])
+def test_class_balanced_weights(beta):
+  counts = np.array([500, 120, 30, 7, 1])
+  weights = losses.class_balanced_weights(counts, beta)
+  np.testing.assert_allclose(weights.sum(), len(counts), rtol=1e-6)
+  expected = (1 - beta) / (1 - beta ** counts) if beta > 0 else np.ones(5)
+  np.testing.assert_allclose(weights, expected / expected.sum() * 5, rtol=1e-5)
+  if beta > 0:
+    assert np.all(np.diff(weights) > 0), "rarer classes must weigh more"
+
+
+def test_class_balanced_weights_approach_inverse_frequency():
+  counts = np.array([100, 10, 1])
+  weights = losses.class_balanced_weights(counts, 1 - 1e-9)
+  np.testing.assert_allclose(weights / weights[-1], 1 / counts, rtol=1e-4)
+
+
+def test_weighted_cross_entropy_is_the_weighted_mean():
+  logits = jax.random.normal(jax.random.PRNGKey(0), (2, 6, 4))
+  labels = jnp.array([0, 1, 2, 3, 0, 1])
+  weights = jnp.array([0.5, 1.0, 2.0, 4.0, 0.5, 1.0])
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels[None])
+  np.testing.assert_allclose(losses.cross_entropy(logits, labels, weights),
+                             (per_example * weights).sum(-1) / weights.sum(), rtol=1e-6)
+  np.testing.assert_allclose(losses.cross_entropy(logits, labels, jnp.ones(6)), losses.cross_entropy(logits, labels),
+                             rtol=1e-6)
+
+
+def test_deferred_reweighting_starts_at_its_step(digits_data, fixed_batch):
+  config = _config("method=ride")
+  assert config.loss.reweight_start == 0.8
+  weights, from_step = train.deferred_reweighting(config.loss, digits_data.train_y, digits_data.num_classes, 10)
+  assert from_step == 8
+  model = build(config.model, digits_data.num_classes)
+  tx = make_optimizer(config.optim, steps_per_epoch=10)
+  adjust = losses.adjustments(config.loss.anchors, digits_data.prior, config.loss.tau)
+  plain = jax.jit(make_update(model, tx, adjust, StepConfig.from_config(config)))
+  deferred = jax.jit(make_update(model, tx, adjust, StepConfig.from_config(config), weights, reweight_from_step=1))
+  state = init_state(model, tx, seed=0, image_shape=digits_data.image_shape)
+  images, labels = fixed_batch
+  key = jax.random.PRNGKey(5)
+  plain_state, plain_first = plain(state, images, labels, key)
+  deferred_state, deferred_first = deferred(state, images, labels, key)
+  np.testing.assert_allclose(deferred_first["loss"], plain_first["loss"], rtol=1e-6)   # step 0: weights off
+  _, plain_second = plain(plain_state, images, labels, key)
+  _, deferred_second = deferred(deferred_state, images, labels, key)                      # step 1: on
+  assert abs(float(deferred_second["loss"]) - float(plain_second["loss"])) > 1e-3
+
+
+def test_deferred_reweighting_off_and_bad_values():
+  config = _config()
+  assert train.deferred_reweighting(config.loss, np.array([0, 1, 1]), 2, 100) == (None, 0)
+  with pytest.raises(UserInputError, match="loss.reweight_start"):
+    _config("loss.reweight_start=1.5")
+  with pytest.raises(UserInputError, match="loss.reweight_beta"):
+    _config("loss.reweight_beta=1.0")
+
+
+def test_comparison_rows_for_test_time_adaptation(trained_run, tmp_path):
+  compare = _load_compare()
+  evaluated = compare.evaluate_method(trained_run, ("em",))
+  adapted = evaluated["adapted_em"]
+  assert set(adapted["results"]) == set(trained_run.data.test_sets)
+  for name, preference in adapted["preference_per_test_set"].items():
+    assert len(preference) == trained_run.model.num_experts and abs(sum(preference) - 1) < 1e-5, name
+  # The forward50 adaptation leans away from the backward expert, the backward50 one towards it.
+  backward = list(trained_run.config.loss.anchors).index("backward")
+  assert (adapted["preference_per_test_set"]["backward50"][backward]
+          > adapted["preference_per_test_set"]["forward50"][backward])
+  record = {"method": "prl", "seed": 0, "uses_test_prior": False, "steps": 1, **evaluated}
+  compare.write_tables([record], tmp_path / "table", "cmd", [0], ["prl"])
+  table = (tmp_path / "table.md").read_text()
+  row = next(line for line in table.splitlines() if "adapted to each test set (em)" in line)
+  assert "unlabeled test images" in row
+  mean = 100 * np.mean([adapted["results"][n]["all"] for n in trained_run.data.test_sets])
+  assert f"{mean:.1f}" in row

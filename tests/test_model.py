@@ -154,3 +154,21 @@ def test_unrolled_experts_equal_vmapped_experts(backbone_overrides):
   eval_v = vmapped.features(params, stats, images, train=False)[0]
   eval_u = unrolled.features(params, stats, images, train=False)[0]
   chex.assert_trees_all_close(eval_u, eval_v, rtol=1e-4, atol=1e-5)
+
+
+def test_feature_extraction_pads_small_sets_to_few_shapes():
+  from hyperlt import evaluate  # pylint: disable=g-import-not-at-top
+  config = config_lib.load("digits")
+  config_lib.override(config, ["model.stage_sizes=(1,1)", "model.widths=(4,8)", "model.branch_stages=1"])
+  model = model_lib.build(config_lib.validate(config).model, num_classes=10)
+  params, batch_stats = model.init(jax.random.PRNGKey(0), (8, 8, 1))
+  images = np.random.default_rng(0).integers(0, 256, (70, 8, 8, 1), dtype=np.uint8)
+  reference = evaluate.extract_features(model, params, batch_stats, images, 0.5, 0.25, batch_size=1000)
+  chex.assert_shape(reference, (3, 70, model.feature_dim))
+  before = evaluate._features._cache_size()
+  for n in (33, 47, 61, 64):  # all pad to 64: one new program at most
+    feats = evaluate.extract_features(model, params, batch_stats, images[:n], 0.5, 0.25, batch_size=1000)
+    np.testing.assert_allclose(feats, reference[:, :n], rtol=1e-5, atol=1e-5)
+  assert evaluate._features._cache_size() - before <= 1
+  chunked = evaluate.extract_features(model, params, batch_stats, images, 0.5, 0.25, batch_size=32)
+  np.testing.assert_allclose(chunked, reference, rtol=1e-5, atol=1e-5)

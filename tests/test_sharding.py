@@ -30,6 +30,16 @@ _SCRIPT = PRELUDE + textwrap.dedent("""
       run = train.train(tiny_config(f"parallel.num_devices={n}"), workdir, data=tiny_data(), log=print)
       out[f"resident{n}"] = {"losses": losses(workdir), "params": params(run)}
 
+    # Evaluation features of the last run's test images (30, not a multiple of 8) on 1 and 8 devices.
+    from hyperlt import evaluate
+    data = tiny_data()
+    feats = {n: np.asarray(evaluate.extract_features(run.model, run.state.params, run.state.batch_stats,
+                                                      data.test_x, data.mean, data.std, 12,
+                                                      mesh=distributed.data_mesh(n))) for n in (1, 8)}
+    out["features"] = {n: f.tolist() for n, f in feats.items()}
+    out["evaluated"] = evaluate.evaluate_alphas(run, np.eye(3, dtype=np.float32))   # the run's 8-device mesh
+    out["evaluated_one"] = evaluate.evaluate_alphas(run, np.eye(3, dtype=np.float32), features=feats[1])
+
     # What the 8-device programs do with a batch of 16: a probe update that averages the images.
     mesh = distributed.data_mesh(8)
     def probe(state, images, labels, key):
@@ -37,7 +47,8 @@ _SCRIPT = PRELUDE + textwrap.dedent("""
     state = TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), batch_stats={}, opt_state=(),
                        rng=jax.random.PRNGKey(0))
     x, y = np.zeros((40, 8, 8, 1), np.uint8), np.zeros(40, np.int32)
-    resident = train.make_resident_step(probe, 16, (0.5,), (0.25,), 1, True, mesh)
+    from hyperlt.data.augment import Augmentation
+    resident = train.make_resident_step(probe, 16, (0.5,), (0.25,), Augmentation(1, True), mesh)
     out["hlo_resident"] = resident.lower(state, x, y, np.arange(40, dtype=np.int32), 0).compile().as_text()
     streamed = train.make_streaming_step(probe, (0.5,), (0.25,), mesh)
     out["hlo_streamed"] = streamed.lower(state, x[:16], y[:16]).compile().as_text()
@@ -63,6 +74,15 @@ def test_eight_devices_follow_the_one_device_trajectory(eight_devices):
   np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
   for a, b in zip(eight["params"], one["params"]):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_feature_extraction_splits_over_eight_devices(eight_devices):
+  one, eight = (np.asarray(eight_devices["features"][n]) for n in ("1", "8"))
+  assert one.shape == eight.shape and one.shape[1] == 30
+  np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-5)
+  assert len(eight_devices["evaluated"]) == 3
+  assert eight_devices["evaluated"] == eight_devices["evaluated_one"]
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +26,7 @@ import numpy as np
 from hyperlt import checkpoint, evaluate, losses, preference as preference_lib, train
 from hyperlt.adapt import label_shift, stability
 from hyperlt.data import longtail
+from hyperlt.data.images import check_images
 from hyperlt.errors import UserInputError, require
 
 METHODS = ("stability", "em")
@@ -103,24 +104,6 @@ class _Context:
     """The prior the model's probabilities at raw preference alpha [T] are calibrated to [K]."""
     shift = None if self.shift is None else np.asarray(self.shift)
     return label_shift.target_priors(alpha[None], self.adjust, self.prior, shift)[0]
-
-
-def check_images(images: Any, image_shape: Sequence[int], field: str = "images") -> np.ndarray:
-  """uint8 [N, H, W, C] from ``images`` ([N, H, W] accepted for one channel); UserInputError otherwise."""
-  h, w, c = image_shape
-  expected = f"[N, {h}, {w}, {c}]" + (f" or [N, {h}, {w}]" if c == 1 else "")
-  require(isinstance(images, np.ndarray) or hasattr(images, "__array__"),
-          f"{field}: expected a uint8 array of shape {expected}, got a {type(images).__name__}")
-  images = np.asarray(images)
-  require(images.dtype == np.uint8, f"{field}: expected dtype uint8 (pixels 0..255) of shape {expected}, got "
-          f"dtype {images.dtype}; convert floats in [0, 1] with (x * 255).round().astype(np.uint8)")
-  if c == 1 and images.ndim == 3 and images.shape[1:] == (h, w):
-    images = images[..., None]
-  require(images.ndim == 4 and images.shape[1:] == (h, w, c),
-          f"{field}: expected shape {expected} (this run's images are {h}x{w} with {c} channel"
-          f"{'s' if c != 1 else ''}), got {images.shape}")
-  require(len(images) >= 1, f"{field}: expected at least one image, got none")
-  return images
 
 
 def clean_features(run: train.Run, images: np.ndarray, mean, std, batch_size: int = 128) -> jnp.ndarray:

@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.std = ()
   c.data.crop_padding = 4         # random crop with this zero padding (0 disables)
   c.data.flip = True              # random horizontal flip
+  c.data.rotation = 0.0           # random rotation by up to this many degrees (published CIFAR recipe: 15)
   c.data.many_above = 100         # shot groups: many > 100, medium 20..100, few < 20 training images
   c.data.few_below = 20
   # Source "lists" (ImageNet-LT, Places-LT, iNaturalist): SADE-style list files, one "relative/path label"
@@ -58,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.experts = "auto"
   # ImageNet-style backbones only (stage sizes and widths come from the architecture):
   c.model.width_multiplier = 1.0   # scales every width (< 1 for small tests)
-  c.model.branch_width = 1.0       # scales the per-expert stages' widths; 0.75 = SADE's reduce_dimension
+  c.model.branch_width = 1.0       # scales stages 3-4 (shared or not); 0.75 = SADE's reduce_dimension
   c.model.posthoc_tau = 0.0        # evaluation predicts argmax(z - tau * log pi): post-hoc logit adjustment
 
   c.loss = ml_collections.ConfigDict()
@@ -70,6 +71,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.loss.mixup_alpha = 0.0         # mixup with lam ~ Beta(a, a) (BalPoE: 0.4); 0 = off
   c.loss.diversity = 0.0           # RIDE's diversity weight (0.2); 0 = off
   c.loss.diversity_temperature = 1.0  # RIDE: KL between softmax(v / T) of each expert and of their mean
+  # Deferred re-weighting (DRW): from this share of the training steps on, class-balanced example weights
+  # with loss.reweight_beta (RIDE/LDAM-DRW: 0.8, i.e. epoch 160 of 200, beta 0.9999); 0 = off.
+  c.loss.reweight_start = 0.0
+  c.loss.reweight_beta = 0.9999
 
   c.preference = ml_collections.ConfigDict()
   c.preference.sampling = "vertex_dirichlet"  # "symmetric" = the published Dir(1.2 * 1); "vertices" = e_i

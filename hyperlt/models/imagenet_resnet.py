@@ -7,14 +7,16 @@ As in :mod:`hyperlt.models.resnet`, the first ``4 - branch_stages`` stages form 
 last ``branch_stages`` are ONE vmapped module with a leading expert axis on its parameters and batch
 statistics, so ``images [B, H, W, C] -> features [T, B, d]``.
 
-Published expert splits (SADE / RIDE; set ``model.branch_stages`` and ``model.branch_width``):
+Published expert splits (SADE / RIDE; set ``model.branch_stages`` and ``model.branch_width``).
+``branch_width`` is SADE's ``reduce_dimension``: it scales stages 3 and 4 whether they are per expert
+or shared, so on Places-LT the shared stage 3 has 192 planes and each expert's stage 4 has 384:
 
 ==================  ==================  ==============  ============================================
 architecture        dataset             branch_stages   branch_width
 ==================  ==================  ==============  ============================================
 resnext50_32x4d     ImageNet-LT         2 (stages 3-4)  0.75 (SADE's reduce_dimension: 192/384 planes)
 resnet50            iNaturalist 2018    2 (stages 3-4)  0.75
-resnet152           Places-LT           1 (stage 4)     0.75 (SADE's share_layer3)
+resnet152           Places-LT           1 (stage 4)     0.75 (SADE's share_layer3: stage 3 shared)
 ==================  ==================  ==============  ============================================
 
 ``width_multiplier`` scales every width (and the group count) and ``stage_sizes`` replaces the block
@@ -33,6 +35,7 @@ import jax.numpy as jnp
 Dtype = Any
 EXPANSION = 4
 BASE_PLANES = (64, 128, 256, 512)
+REDUCED_FROM_STAGE = 2  # 0-based: stages 3 and 4 are the ones branch_width scales
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,16 +140,19 @@ class Branch(nn.Module):
 
 def stage_specs(arch: Architecture, branch_stages: int, width_multiplier: float, branch_width: float,
                 stage_sizes: Sequence[int] = ()) -> tuple[StageSpec, ...]:
-  """The four stages' shapes. Branch stages get ``branch_width`` times the planes.
+  """The four stages' shapes. Stages 3 and 4 get ``branch_width`` times the planes (SADE's
+  reduce_dimension applies to them whether or not they are per expert; ``branch_stages`` only decides
+  which stages are per expert).
 
   Inner (3x3) width is ``planes * groups * width_per_group / 64`` (torchvision's rule), rounded to a
   multiple of the group count; the group count itself scales with ``width_multiplier`` so that reduced
   test models stay valid.
   """
+  del branch_stages  # the split decides which stages are per expert, not their widths
   groups = max(1, round(arch.groups * width_multiplier))
   specs = []
   for index, (blocks, base) in enumerate(zip(tuple(stage_sizes) or arch.stage_sizes, BASE_PLANES)):
-    factor = width_multiplier * (branch_width if index >= len(arch.stage_sizes) - branch_stages else 1.0)
+    factor = width_multiplier * (branch_width if index >= REDUCED_FROM_STAGE else 1.0)
     planes = max(1, round(base * factor))
     inner = planes * arch.groups * arch.width_per_group // 64
     inner = max(groups, (inner // groups) * groups)

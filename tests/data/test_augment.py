@@ -1,7 +1,9 @@
 """Tests of the JAX augmentation functions."""
 
 import functools
+import math
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,3 +88,59 @@ def test_rejects_bad_arguments():
     augment.random_crop_flip(jax.random.key(0), images, -1, False)
   with pytest.raises(UserInputError, match=r"\[B, H, W, C\]"):
     augment.random_crop_flip(jax.random.key(0), images[0], 1, False)
+
+
+def _images(batch=4, size=8, channels=3, seed=0):
+  return jnp.asarray(np.random.default_rng(seed).normal(size=(batch, size, size, channels)), jnp.float32)
+
+
+@pytest.mark.parametrize("size", [5, 8])
+def test_rotate_quarter_turn_is_rot90(size):
+  x = _images(size=size)
+  out = augment.rotate(x, jnp.full((x.shape[0],), math.pi / 2))
+  chex.assert_trees_all_equal(out, jnp.rot90(x, k=-1, axes=(1, 2)))
+
+
+def test_rotate_by_zero_is_identity_and_corners_fill_with_zero():
+  x = _images(batch=2, size=9)
+  out = augment.rotate(x, jnp.array([0.0, math.pi / 4]))
+  chex.assert_trees_all_equal(out[0], x[0])
+  chex.assert_trees_all_equal(out[1, 0, 0], jnp.zeros(3))       # a corner comes from outside the image
+  chex.assert_trees_all_equal(out[1, 4, 4], x[1, 4, 4])         # the centre stays
+
+
+def test_random_rotation_stays_within_the_angle():
+  # A single bright pixel at distance 10 from the centre moves along an arc of at most 15 degrees.
+  size, radius = 25, 10
+  x = np.zeros((64, size, size, 1), np.float32)
+  x[:, 12, 12 + radius] = 1.0
+  out = np.asarray(augment.random_rotation(jax.random.PRNGKey(3), jnp.asarray(x), 15.0))
+  angles = []
+  for image in out:
+    ys, xs = np.nonzero(image[..., 0])
+    assert len(ys) >= 1
+    angles.append(np.degrees(np.arctan2(ys.mean() - 12, xs.mean() - 12)))
+  angles = np.abs(np.array(angles))
+  assert angles.max() <= 15.0 + 360 / (2 * math.pi * radius)    # plus one pixel of rounding
+  assert angles.max() > 5.0                                       # it does rotate
+
+
+def test_augmentation_without_rotation_keeps_the_crop_flip_stream():
+  x, key = _images(batch=8), jax.random.PRNGKey(4)
+  chex.assert_trees_all_equal(augment.Augmentation(2, True)(key, x), augment.random_crop_flip(key, x, 2, True))
+  rotated = augment.Augmentation(2, True, 15.0)(key, x)
+  chex.assert_shape(rotated, x.shape)
+  assert not np.array_equal(np.asarray(rotated), np.asarray(x))
+
+
+def test_augmentation_compiles_once_under_jit():
+  augmentation = augment.Augmentation(4, True, 15.0)
+  step = jax.jit(augmentation)
+  for seed in range(3):
+    step(jax.random.PRNGKey(seed), _images(size=32, seed=seed)).block_until_ready()
+  assert step._cache_size() == 1
+
+
+def test_negative_rotation_is_refused():
+  with pytest.raises(UserInputError, match="rotation"):
+    augment.random_rotation(jax.random.PRNGKey(0), _images(), -1.0)
