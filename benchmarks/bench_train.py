@@ -3,13 +3,16 @@
 The recipe: ResNet-32 (stages 5/5/5, widths 16/32/64), 3 experts, batch 128, 100 classes, 32x32 RGB,
 SGD with Nesterov momentum, STCH over 3 preference samples (``hyperlt/configs/cifar_lt.py``). Each
 variant is the real jitted training step of ``hyperlt.train`` (device-resident batch gather, on-device
-crop and flip, the update of ``hyperlt.step``) on random uint8 images; only the model settings change:
+crop, flip and rotation, the update of ``hyperlt.step``) on random uint8 images; only the model settings change:
 
 * ``shared_t1`` / ``shared_t3``: 1 or 3 experts on a fully shared trunk (``model.branch_stages=0``);
 * ``branches_t1`` / ``branches_t3``: SADE's split, stages 2-3 per expert (``branch_stages=2``);
 * ``branches_t1`` / ``branches_t3`` are forced to the vmapped form (``model.experts=vmap``);
 * ``loop_t3``: ``model.experts=unrolled``, the library's form that applies the branches one after
   another (unrolled at trace time) over the SAME stacked parameters, instead of one vmapped module;
+* ``published_t3``: ``default_t3`` with the published SADE/PRL widths 16/24/48 (reduce_dimension);
+  ``t3_over_t1_branches_published`` = published_t3 / default_t1, 3 such experts over the plain ResNet-32
+  the single-model baselines train;
 * ``default_t1`` / ``default_t3``: ``model.experts=auto``, what users get (unrolled on CPU, vmapped
   elsewhere); ``train_images_per_s`` and the 200-epoch extrapolation use ``default_t3``;
 * ``map_t3`` (with ``--map``): the same branches applied by ``jax.lax.map`` over the stacked parameters (a compiled
@@ -27,10 +30,12 @@ once per round, in a rotating order, for ``--rounds`` rounds; a train sample is 
     vmap_over_loop      = branches_t3 / loop_t3        (target <= 0.7)
     train_images_per_s  = 128 / default_t3;  eval_images_per_s = eval images / eval time
 
-plus ``map_over_loop`` = map_t3 / loop_t3 (with ``--map``), a diagnostic ``grouped_conv`` (one stage-2
+plus ``t3_over_t1_shared_flops`` and ``t3_over_t1_branches_flops`` (default_t3 / default_t1): the same
+ratios in XLA's count of floating-point operations per step (``step_flops``), which timing noise
+cannot move; ``map_over_loop`` = map_t3 / loop_t3 (with ``--map``); a diagnostic ``grouped_conv`` (one stage-2
 convolution for 3 experts, vmapped = one grouped convolution versus 3 separate ones), and
 ``cifar100_ir100_200_epochs_minutes_extrapolated``: 200 epochs of 84 steps (10,847 CIFAR-100-LT
-IR100 images / 128) at the median ``branches_t3`` step time. ``--time-epochs N`` also times the real
+IR100 images / 128) at the median ``default_t3`` step time. ``--time-epochs N`` also times the real
 ``train()`` loop for N epochs on synthetic data of that size and extrapolates its steady epochs.
 
     python benchmarks/bench_train.py                          # -> benchmarks/results/train_<platform>.json
@@ -125,6 +130,8 @@ VARIANTS = {
     "default_t1": ("model.num_experts=1", "loss.anchors=uniform"),
     "default_t3": (),
     "loop_t3": ("model.experts=unrolled",),  # the library's unrolled form (hyperlt.model)
+    # The published SADE/PRL CIFAR model: expert branches at 24/48 channels (SADE's reduce_dimension).
+    "published_t3": ("model.widths=(16,24,48)",),
     "map_t3": (),
     "bf16_t3": ("model.dtype=bfloat16",),
 }
@@ -167,6 +174,11 @@ class TrainVariant:
 
   def sample(self) -> float:
     return self.run(self.steps)
+
+  def flops(self) -> float:
+    """XLA's count of floating-point operations in one step (its HLO cost analysis, before device
+    optimisation): the work the step asks for, free of timing noise."""
+    return float(self.step.lower(self.state, self.x, self.y, self.perm, 0).cost_analysis()["flops"])
 
 
 def check_loop_matches(vmapped: TrainVariant, looped: TrainVariant, images: np.ndarray) -> float:
@@ -272,12 +284,19 @@ def main(argv=None) -> None:
       # What users get: model.experts=auto (unrolled on CPU, vmapped elsewhere).
       "default_experts": "unrolled" if unrolled_experts("auto") else "vmap",
       "t3_over_t1_branches_default": common.paired_ratio(samples["default_t3"], samples["default_t1"]),
+      # 3 experts with the published 24/48 branches over the single ResNet-32 the baselines train.
+      "t3_over_t1_branches_published": common.paired_ratio(samples["published_t3"], samples["default_t1"]),
       "default_over_vmap": common.paired_ratio(samples["default_t3"], samples["branches_t3"]),
       "train_images_per_s": batch / median_s["default_t3"],
       "train_images_per_s_vmap": batch / median_s["branches_t3"],
       "eval_images_per_s": args.eval_images / median_s["eval"],
       "cifar100_ir100_200_epochs_minutes_extrapolated": steps_200 * median_s["default_t3"] / 60,
   }
+  flops = {n: v.flops() for n, v in variants.items()}
+  # The same ratios in work rather than time: what a noisy machine cannot blur.
+  figures["t3_over_t1_shared_flops"] = flops["shared_t3"] / flops["shared_t1"]
+  figures["t3_over_t1_branches_flops"] = flops["default_t3"] / flops["default_t1"]
+  figures["t3_over_t1_branches_published_flops"] = flops["published_t3"] / flops["default_t1"]
   if args.map:
     figures["map_over_loop"] = common.paired_ratio(samples["map_t3"], samples["loop_t3"])
   if use_bf16:
@@ -291,6 +310,7 @@ def main(argv=None) -> None:
                 "rounds": args.rounds, "steps_per_sample": args.steps, "eval_images": args.eval_images,
                 "eval_batch": eval_batch, "loop_vs_vmap_max_feature_difference": loop_error},
       "median_seconds": median_s, "samples_seconds": samples, "compile_seconds": compile_s,
+      "step_flops": flops,
   }
   payload["grouped_conv"] = grouped_conv_diagnostic(args.rounds)
   if args.time_epochs:
