@@ -2,7 +2,7 @@
 
 A synthetic SADE-style list-file dataset is written to a temporary directory (``--images`` JPEGs of
 random sizes in ``--size-range``, like ImageNet photographs; or pass ``--root/--train-list`` for real
-data). The streaming training step of ``hyperlt.train`` (``make_streaming_step``: uint8 batch sharded
+data). The streaming training step of ``hyperlt.training.loop`` (``make_streaming_step``: uint8 batch sharded
 over the "data" axis, normalised on the device, the full update) is then timed in three interleaved
 forms, ``--rounds`` times each, ``--steps`` steps per sample:
 
@@ -38,10 +38,12 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from hyperlt import config as config_lib, distributed, losses, train  # noqa: E402
+from hyperlt import distributed, losses  # noqa: E402
+from hyperlt import configs as config_lib  # noqa: E402
+from hyperlt.training import loop as train  # noqa: E402
 from hyperlt.data import lists, streaming  # noqa: E402
-from hyperlt.model import build  # noqa: E402
-from hyperlt.step import StepConfig, make_optimizer, make_update  # noqa: E402
+from hyperlt.models.expert_model import build  # noqa: E402
+from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

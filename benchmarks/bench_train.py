@@ -2,8 +2,8 @@
 
 The recipe: ResNet-32 (stages 5/5/5, widths 16/32/64), 3 experts, batch 128, 100 classes, 32x32 RGB,
 SGD with Nesterov momentum, STCH over 3 preference samples (``hyperlt/configs/cifar_lt.py``). Each
-variant is the real jitted training step of ``hyperlt.train`` (device-resident batch gather, on-device
-crop, flip and rotation, the update of ``hyperlt.step``) on random uint8 images; only the model settings change:
+variant is the real jitted training step of ``hyperlt.training.loop`` (device-resident batch gather, on-device
+crop, flip and rotation, the update of ``hyperlt.training.step``) on random uint8 images; only the model settings change:
 
 * ``shared_t1`` / ``shared_t3``: 1 or 3 experts on a fully shared trunk (``model.branch_stages=0``);
 * ``branches_t1`` / ``branches_t3``: SADE's split, stages 2-3 per expert (``branch_stages=2``);
@@ -61,10 +61,13 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from hyperlt import config as config_lib, distributed, evaluate, losses, train  # noqa: E402
+from hyperlt import distributed, losses  # noqa: E402
+from hyperlt import configs as config_lib  # noqa: E402
+from hyperlt.analysis import evaluate  # noqa: E402
+from hyperlt.training import loop as train  # noqa: E402
 from hyperlt.data import augment, longtail, pipeline  # noqa: E402
-from hyperlt.model import ExpertModel, build, unrolled_experts  # noqa: E402
-from hyperlt.step import StepConfig, make_optimizer, make_update  # noqa: E402
+from hyperlt.models.expert_model import ExpertModel, build, unrolled_experts  # noqa: E402
+from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
 RECIPE = "cifar_lt:c100,ir100"
 CIFAR100_IR100_TRAIN = 10_847
@@ -129,7 +132,7 @@ VARIANTS = {
     "branches_t3": ("model.experts=vmap",),
     "default_t1": ("model.num_experts=1", "loss.anchors=uniform"),
     "default_t3": (),
-    "loop_t3": ("model.experts=unrolled",),  # the library's unrolled form (hyperlt.model)
+    "loop_t3": ("model.experts=unrolled",),  # the library's unrolled form (hyperlt.models.expert_model)
     # The published SADE/PRL CIFAR model: expert branches at 24/48 channels (SADE's reduce_dimension).
     "published_t3": ("model.widths=(16,24,48)",),
     "map_t3": (),

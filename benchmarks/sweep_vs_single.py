@@ -36,10 +36,15 @@ import time
 import jax
 import numpy as np
 
-from hyperlt import checkpoint, config as config_lib, evaluate, preference, sweep, train
+from hyperlt import preference
+from hyperlt.workdir import checkpoint
+from hyperlt import configs as config_lib
+from hyperlt.analysis import evaluate
+from hyperlt.analysis import sweep
+from hyperlt.training import loop as train
 from hyperlt.data import pipeline
-from hyperlt.model import build
-from hyperlt.step import init_state, make_optimizer
+from hyperlt.models.expert_model import build
+from hyperlt.training.step import init_state, make_optimizer
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg75.npz"

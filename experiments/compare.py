@@ -4,14 +4,14 @@
     python experiments/compare.py --config cifar_lt:c10,ir100,reduced --seeds 0 \\
         --out experiments/results/cifar10_ir100_reduced data.path=../shared/data/cifar10-jpeg75.npz
 
-Every method is the same config plus ``method=<name>`` (hyperlt.methods). The table follows METHOD.md
+Every method is the same config plus ``method=<name>`` (hyperlt.configs.presets). The table follows METHOD.md
 section 7: top-1 accuracy (%) on the 11 test-agnostic test sets, their mean, and many/medium/few on the
 uniform set, with a "prior used?" column. Extra rows: hypernetwork models also at the simplex centre
 (1,1,1), which, like SADE's mean of logits, weights every expert equally and reads nothing about the
 test set; "oracle" rows that evaluate experts at the vertex matching each test set's direction
 (forward/uniform/backward), which uses knowledge of the test prior and is marked so; and, with
 ``--adapt stability,em``, test-time adaptation rows: each multi-expert model adapted separately to each
-test set's unlabeled images (hyperlt.adapt; ``stability`` is SADE's test-time self-supervised
+test set's unlabeled images (hyperlt.analysis.adapt; ``stability`` is SADE's test-time self-supervised
 aggregation), marked as reading the unlabeled test images.
 
 Resumable: each (method, seed) result is a JSON file under ``<out>/runs``; methods whose file exists
@@ -36,10 +36,13 @@ import time
 
 import numpy as np
 
-from hyperlt import config as config_lib, evaluate, methods, train
-from hyperlt.adapt import core as adapt_core, report as adapt_report
+from hyperlt import configs as config_lib
+from hyperlt.analysis import evaluate
+from hyperlt.configs import presets as methods
+from hyperlt.training import loop as train
+from hyperlt.analysis.adapt import core as adapt_core, report as adapt_report
 from hyperlt.data import longtail
-from hyperlt.model import build
+from hyperlt.models.expert_model import build
 
 DEFAULT_METHODS = ("ce", "balanced_softmax", "logit_adjust", "sade", "balpoe", "ride", "prl", "prl_paper",
                    "prl_code")
@@ -182,7 +185,7 @@ def write_tables(records: list[dict], out: pathlib.Path, command: str, seeds: li
            "class prior (post-hoc logit adjustment uses only the training prior). Each method is evaluated "
            "at its default preference (single models: their one head; static experts: the mean of logits; "
            "PRL: the uniform anchor's vertex). \"adapted to each test set\" rows choose a preference per test "
-           "set from its unlabeled images (hyperlt.adapt; stability = SADE's test-time aggregation, em = "
+           "set from its unlabeled images (hyperlt.analysis.adapt; stability = SADE's test-time aggregation, em = "
            "EM estimate of the test prior); labels only score the result.", "",
            "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]

@@ -25,11 +25,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperlt import checkpoint, choose as choose_lib, evaluate, preference as preference_lib, sweep as sweep_lib, train
+from hyperlt import preference as preference_lib
+from hyperlt.workdir import checkpoint
+from hyperlt.analysis import choose as choose_lib
+from hyperlt.analysis import evaluate
+from hyperlt.analysis import sweep as sweep_lib
+from hyperlt.training import loop as train
 from hyperlt.data import augment, longtail
 from hyperlt.data import images as image_input
 from hyperlt.errors import require
-from hyperlt.model import ExpertModel
+from hyperlt.models.expert_model import ExpertModel
 
 DEFAULT_BATCH_SIZE = 128
 
@@ -126,7 +131,7 @@ def _run_with_data(source: str | pathlib.Path | train.Run | Model) -> train.Run:
 def sweep(source: str | pathlib.Path | train.Run | Model, step: float = sweep_lib.DEFAULT_STEP, *,
           alphas: np.ndarray | None = None, suites: Sequence[str] = (), out: str | pathlib.Path | None = None,
           figures: bool = True) -> sweep_lib.SweepResult:
-  """Every preference of a simplex grid on the 11 test sets (and extra ``suites``); see hyperlt.sweep.
+  """Every preference of a simplex grid on the 11 test sets (and extra ``suites``); see hyperlt.analysis.sweep.
 
   With ``out``, also writes sweep.json, sweep.csv, per_class_recall.csv and (``figures``) the PNGs there.
   """
@@ -134,7 +139,7 @@ def sweep(source: str | pathlib.Path | train.Run | Model, step: float = sweep_li
   if out is not None:
     sweep_lib.write(result, out)
     if figures:
-      from hyperlt import plots  # pylint: disable=g-import-not-at-top
+      from hyperlt.analysis import plots  # pylint: disable=g-import-not-at-top
       plots.plot_all(result, out)
   return result
 
@@ -142,6 +147,6 @@ def sweep(source: str | pathlib.Path | train.Run | Model, step: float = sweep_li
 def choose(source: str | pathlib.Path | train.Run | Model, *, maximize: str | None = None,
            minimize: str | None = None, subject_to: Sequence[str] = (), target: str = choose_lib.DEFAULT_TARGET,
            step: float = choose_lib.DEFAULT_STEP) -> choose_lib.Choice:
-  """The preference that best meets a goal on the validation split; see hyperlt.choose."""
+  """The preference that best meets a goal on the validation split; see hyperlt.analysis.choose."""
   return choose_lib.choose(_run_with_data(source), maximize=maximize, minimize=minimize,
                            subject_to=subject_to, target=target, step=step)

@@ -32,7 +32,9 @@ def _add_train(sub):
 
 def _run_train(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from hyperlt import config as config_lib, evaluate, train  # pylint: disable=g-import-not-at-top
+  from hyperlt import configs as config_lib  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import evaluate  # pylint: disable=g-import-not-at-top
+  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
   config = config_lib.load(args.config)
   config_lib.override(config, args.overrides)
   if args.no_progress:
@@ -63,7 +65,9 @@ def _add_evaluate(sub):
 
 
 def _run_evaluate(args) -> int:
-  from hyperlt import evaluate, preference, train  # pylint: disable=g-import-not-at-top
+  from hyperlt import preference  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import evaluate  # pylint: disable=g-import-not-at-top
+  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
   run = train.load(args.workdir)
   alpha = (preference.parse(args.preference, run.model.num_experts, "--preference")
            if args.preference is not None else evaluate.default_preference(run))
@@ -92,7 +96,8 @@ def _add_sweep(sub):
 def _run_sweep(args) -> int:
   import pathlib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
-  from hyperlt import sweep, train  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import sweep  # pylint: disable=g-import-not-at-top
+  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
   from hyperlt.data import suites as suites_lib  # pylint: disable=g-import-not-at-top
   suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
   unknown = [s for s in suites if s not in suites_lib.SUITES]
@@ -105,7 +110,7 @@ def _run_sweep(args) -> int:
   out = pathlib.Path(args.out) if args.out else pathlib.Path(args.workdir) / "sweep"
   files = sweep.write(result, out)
   if not args.no_figures:
-    from hyperlt import plots  # pylint: disable=g-import-not-at-top
+    from hyperlt.analysis import plots  # pylint: disable=g-import-not-at-top
     files += plots.plot_all(result, out)
   if args.json:
     print(json.dumps(result.items()))
@@ -134,7 +139,8 @@ def _add_choose(sub):
 
 
 def _run_choose(args) -> int:
-  from hyperlt import choose, train  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import choose  # pylint: disable=g-import-not-at-top
+  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
   # Check the goal before the (slower) load, so a typo fails at once.
   goal = args.maximize if args.maximize is not None else args.minimize
   choose.parse_metric(goal, args.target, "--maximize" if args.maximize is not None else "--minimize")
@@ -227,8 +233,9 @@ def _add_adapt(sub):
 
 def _run_adapt(args) -> int:
   import pathlib  # pylint: disable=g-import-not-at-top
-  from hyperlt import adapt, train  # pylint: disable=g-import-not-at-top
-  from hyperlt.adapt import report  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import adapt  # pylint: disable=g-import-not-at-top
+  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis.adapt import report  # pylint: disable=g-import-not-at-top
   if args.test_set is not None:
     report.check_test_set(args.test_set, allow_all=True)
   if args.adjust_logits and args.method != "em":

@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from hyperlt import config as config_lib, train
+from hyperlt import configs as config_lib
+from hyperlt.training import loop as train
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg75.npz"

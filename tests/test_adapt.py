@@ -1,4 +1,4 @@
-"""Tests of test-time adaptation (hyperlt.adapt) and ``hyperlt adapt``.
+"""Tests of test-time adaptation (hyperlt.analysis.adapt) and ``hyperlt adapt``.
 
 The must-show claims run on the embedded default (the session's ``trained_run``); the collapse case
 trains its own small 3-class model, because a well-trained 10-class model does not collapse.
@@ -11,8 +11,11 @@ import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 
-from hyperlt import cli, config as config_lib, evaluate, losses, preference, train
-from hyperlt.adapt import core, label_shift, report, stability
+from hyperlt import cli, losses, preference
+from hyperlt import configs as config_lib
+from hyperlt.analysis import evaluate
+from hyperlt.training import loop as train
+from hyperlt.analysis.adapt import core, label_shift, report, stability
 from hyperlt.data import pipeline, sources
 from hyperlt.errors import UserInputError
 

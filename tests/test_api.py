@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from hyperlt import api, cli, evaluate, preference
+from hyperlt import api, cli, preference
+from hyperlt.analysis import evaluate
 from hyperlt.errors import UserInputError
 
 

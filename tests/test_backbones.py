@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from hyperlt import config as config_lib
-from hyperlt.model import build
+from hyperlt import configs as config_lib
+from hyperlt.models.expert_model import build
 from hyperlt.models import imagenet_resnet
 from hyperlt.models.imagenet_resnet import ImageNetResNet
 

@@ -7,7 +7,8 @@ import jax
 import numpy as np
 import pytest
 
-from hyperlt import checkpoint, train
+from hyperlt.workdir import checkpoint
+from hyperlt.training import loop as train
 from hyperlt.errors import UserInputError
 from tests.conftest import tiny_config
 

@@ -1,4 +1,4 @@
-"""Tests of goal-driven preference choice on the validation split (hyperlt.choose, ``hyperlt choose``)."""
+"""Tests of goal-driven preference choice on the validation split (hyperlt.analysis.choose, ``hyperlt choose``)."""
 
 import dataclasses
 import json
@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from hyperlt import checkpoint, choose, cli, config as config_lib, evaluate, preference
+from hyperlt import cli, preference
+from hyperlt.workdir import checkpoint
+from hyperlt.analysis import choose
+from hyperlt import configs as config_lib
+from hyperlt.analysis import evaluate
 from hyperlt.data import pipeline, suites
 from hyperlt.errors import UserInputError
 

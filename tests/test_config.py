@@ -2,7 +2,7 @@
 
 import pytest
 
-from hyperlt import config as config_lib
+from hyperlt import configs as config_lib
 from hyperlt.errors import UserInputError
 
 

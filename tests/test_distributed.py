@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from test_train import PRELUDE, REPO_ROOT, run_python, xla_cache
 
-from hyperlt import config as config_lib, distributed
+from hyperlt import distributed
+from hyperlt import configs as config_lib
 from hyperlt.errors import UserInputError
 
 _SCRIPT = PRELUDE + textwrap.dedent("""

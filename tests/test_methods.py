@@ -12,11 +12,15 @@ import numpy as np
 import optax
 import pytest
 
-from hyperlt import config as config_lib, evaluate, losses, methods, train
+from hyperlt import losses
+from hyperlt import configs as config_lib
+from hyperlt.analysis import evaluate
+from hyperlt.configs import presets as methods
+from hyperlt.training import loop as train
 from hyperlt.data import augment, pipeline
 from hyperlt.errors import UserInputError
-from hyperlt.model import build
-from hyperlt.step import StepConfig, init_state, make_optimizer, make_update
+from hyperlt.models.expert_model import build
+from hyperlt.training.step import StepConfig, init_state, make_optimizer, make_update
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -1,10 +1,10 @@
-"""Tests of hyperlt.metrics against scikit-learn and straightforward reference implementations."""
+"""Tests of hyperlt.analysis.metrics against scikit-learn and straightforward reference implementations."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as sk_metrics
 
-from hyperlt import metrics
+from hyperlt.analysis import metrics
 
 
 def _random_predictions(seed: int, p: int = 7, n: int = 300, k: int = 6):

@@ -7,7 +7,9 @@ import numpy as np
 import optax
 import pytest
 
-from hyperlt import config as config_lib, hypernet, model as model_lib
+from hyperlt import configs as config_lib
+from hyperlt.models import hypernet
+from hyperlt.models import expert_model as model_lib
 from hyperlt.models import heads
 from hyperlt.models.resnet import Branch, CifarResNet, Trunk
 
@@ -157,7 +159,7 @@ def test_unrolled_experts_equal_vmapped_experts(backbone_overrides):
 
 
 def test_feature_extraction_pads_small_sets_to_few_shapes():
-  from hyperlt import evaluate  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import evaluate  # pylint: disable=g-import-not-at-top
   config = config_lib.load("digits")
   config_lib.override(config, ["model.stage_sizes=(1,1)", "model.widths=(4,8)", "model.branch_stages=1"])
   model = model_lib.build(config_lib.validate(config).model, num_classes=10)

@@ -18,7 +18,8 @@ pytestmark = pytest.mark.slow  # every test here shares one subprocess that trai
 _SCRIPT = PRELUDE + textwrap.dedent("""
     import collections, functools, logging, re
     import jax.numpy as jnp
-    from hyperlt import losses as losses_lib, step as step_lib
+    from hyperlt import losses as losses_lib
+    from hyperlt.training import step as step_lib
     jax.config.update("jax_log_compiles", True)
     compiles = collections.Counter()
     class Count(logging.Handler):

@@ -22,7 +22,7 @@ from hyperlt.errors import UserInputError
 _SCRIPT = PRELUDE + textwrap.dedent("""
     import jax.numpy as jnp
     from hyperlt import distributed
-    from hyperlt.step import TrainState
+    from hyperlt.training.step import TrainState
     base = sys.argv[1]
     out = {"devices": jax.device_count()}
     for n in (1, 8):
@@ -31,7 +31,7 @@ _SCRIPT = PRELUDE + textwrap.dedent("""
       out[f"resident{n}"] = {"losses": losses(workdir), "params": params(run)}
 
     # Evaluation features of the last run's test images (30, not a multiple of 8) on 1 and 8 devices.
-    from hyperlt import evaluate
+    from hyperlt.analysis import evaluate
     data = tiny_data()
     feats = {n: np.asarray(evaluate.extract_features(run.model, run.state.params, run.state.batch_stats,
                                                       data.test_x, data.mean, data.std, 12,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hyperlt import config as config_lib
+from hyperlt import configs as config_lib
 from hyperlt.data import lists, streaming
 from hyperlt.errors import UserInputError
 
@@ -234,7 +234,9 @@ _TRAIN_SCRIPT = textwrap.dedent("""
         m = re.match(r"Compiling jit\\((\\w+)\\)", record.getMessage())
         if m: compiles[m.group(1)] += 1
     logging.getLogger("jax").addHandler(Count())
-    from hyperlt import config as config_lib, evaluate, train
+    from hyperlt import configs as config_lib
+    from hyperlt.analysis import evaluate
+    from hyperlt.training import loop as train
     root, train_list, test_list, workdir = sys.argv[1:5]
     config = config_lib.load("digits")
     config_lib.override(config, [

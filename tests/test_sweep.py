@@ -1,4 +1,4 @@
-"""Tests of preference sweeps (hyperlt.sweep), their files and figures, and ``hyperlt sweep``."""
+"""Tests of preference sweeps (hyperlt.analysis.sweep), their files and figures, and ``hyperlt sweep``."""
 
 import csv
 import json
@@ -8,8 +8,12 @@ import pytest
 from matplotlib import image as mpimg
 from sklearn import metrics as sk_metrics
 
-from hyperlt import cli, evaluate, metrics, plots, preference, sweep
-from hyperlt.sweep import SweepResult
+from hyperlt import cli, preference
+from hyperlt.analysis import evaluate
+from hyperlt.analysis import metrics
+from hyperlt.analysis import plots
+from hyperlt.analysis import sweep
+from hyperlt.analysis.sweep import SweepResult
 
 
 def _cli_json(capsys, argv):

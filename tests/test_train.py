@@ -13,7 +13,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from hyperlt import checkpoint, train
+from hyperlt.workdir import checkpoint
+from hyperlt.training import loop as train
 from hyperlt.errors import UserInputError
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -28,7 +29,9 @@ RECORD_KEYS = {"step", "epoch", "loss", "sample_losses", "sample_accuracy", "gra
 PRELUDE = textwrap.dedent("""
     import json, os, signal, sys
     import jax, numpy as np
-    from hyperlt import checkpoint, config as config_lib, train
+    from hyperlt.workdir import checkpoint
+    from hyperlt import configs as config_lib
+    from hyperlt.training import loop as train
     from hyperlt.data import longtail, pipeline
 
     def tiny_config(*overrides):

@@ -6,7 +6,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # A method preset from hyperlt.methods (ce, balanced_softmax, logit_adjust, sade, balpoe, ride, prl,
+  # A method preset from hyperlt.configs.presets (ce, balanced_softmax, logit_adjust, sade, balpoe, ride, prl,
   # prl_paper, prl_code); "" = the fields as set. validate() fills the preset's fields that are still at
   # their defaults here, so explicit settings win over the preset.
   c.method = ""

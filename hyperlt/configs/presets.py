@@ -2,7 +2,7 @@
 
 A preset is a small set of config fields. Select one with the ``method`` field, on the command line
 (``hyperlt train --config digits method=sade``) or in Python (``config.method = "sade"``);
-:func:`hyperlt.config.validate` applies it before checking the config. A preset only fills fields that
+:func:`hyperlt.configs.validate` applies it before checking the config. A preset only fills fields that
 are still at their defaults (``hyperlt/configs/base.py``), so an explicit setting always wins, in any
 order: ``method=balpoe loss.mixup_alpha=0.2`` is BalPoE with a weaker mixup. (The one thing that cannot
 be expressed this way is setting a preset's field back to its base default; use ``method=""`` and the

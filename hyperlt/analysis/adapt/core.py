@@ -1,15 +1,16 @@
 """Choosing the preference from unlabeled images: the ``adapt`` entry point and its result.
 
-    from hyperlt import adapt, train
+    from hyperlt.analysis import adapt
+    from hyperlt.training import loop as train
 
     run = train.load("runs/digits")
     result = adapt.adapt(run, images_uint8, method="stability")   # or "em"
     result.preference                                             # [T], pass it to evaluate / predict
 
 Both methods look only at the images. ``stability`` learns the preference by maximising the agreement
-of predictions on two views of each image (hyperlt.adapt.stability). ``em`` estimates the test class
+of predictions on two views of each image (hyperlt.analysis.adapt.stability). ``em`` estimates the test class
 prior by EM at a reference preference and takes the grid preference whose target prior is closest
-(hyperlt.adapt.label_shift); with ``adjust_logits=True`` it instead keeps the reference preference and
+(hyperlt.analysis.adapt.label_shift); with ``adjust_logits=True`` it instead keeps the reference preference and
 adds ``log q_hat - log c`` to its logits (c: the prior the reference is calibrated to).
 """
 
@@ -23,8 +24,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hyperlt import checkpoint, evaluate, losses, preference as preference_lib, train
-from hyperlt.adapt import label_shift, stability
+from hyperlt import losses, preference as preference_lib
+from hyperlt.workdir import checkpoint
+from hyperlt.analysis import evaluate
+from hyperlt.training import loop as train
+from hyperlt.analysis.adapt import label_shift, stability
 from hyperlt.data import longtail
 from hyperlt.data.images import check_images
 from hyperlt.errors import UserInputError, require
@@ -139,7 +143,7 @@ def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stabi
     method: "stability" (SADE's self-supervised aggregation on the simplex, with the collapse guard) or
       "em" (Saerens EM label-shift estimate, then the closest target prior on the grid).
     features: optional precomputed features [T, N, d] of the un-augmented images (saves one pass).
-    options: settings of the stability method (defaults: hyperlt.adapt.stability.StabilityOptions()).
+    options: settings of the stability method (defaults: hyperlt.analysis.adapt.stability.StabilityOptions()).
     reference: EM's reference preference (default: the uniform anchor's vertex). The stability guard
       uses the same EM estimate.
     grid_step: spacing of the simplex grid the em method chooses from.

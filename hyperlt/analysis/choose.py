@@ -8,7 +8,7 @@ point that meets every bound.
 The validation split is ``data.val_fraction`` of the long-tailed training set, held out per class before
 training (hyperlt.data.longtail.validation_split; ``Prepared.val_x`` / ``val_y``), so it is long-tailed
 like the training set. Metrics for a test set drawn from another class prior ``q`` are estimated from the
-per-class recall ``r_c`` on it, which a label shift does not change (hyperlt.metrics):
+per-class recall ``r_c`` on it, which a label shift does not change (hyperlt.analysis.metrics):
 
     all                  sum_c q_c r_c                        (accuracy on a test set drawn from q)
     many / medium / few  sum_{c in G} q_c r_c / sum_{c in G} q_c
@@ -32,11 +32,13 @@ from typing import Sequence
 
 import numpy as np
 
-from hyperlt import evaluate, metrics, preference
+from hyperlt import preference
+from hyperlt.analysis import evaluate
+from hyperlt.analysis import metrics
 from hyperlt.data import longtail, suites
 from hyperlt.errors import UserInputError, require
-from hyperlt.sweep import check_alphas
-from hyperlt.train import Run
+from hyperlt.analysis.sweep import check_alphas
+from hyperlt.training.loop import Run
 
 METRICS: tuple[str, ...] = ("all", "many", "medium", "few", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = frozenset({"ece"})

@@ -1,6 +1,6 @@
 """The training loop: the jitted step over a "data" mesh, the input paths, checkpoints and JSON-lines metrics.
 
-The update itself (features once, T preference samples vmapped, STCH, optax) is in hyperlt.step. Two
+The update itself (features once, T preference samples vmapped, STCH, optax) is in hyperlt.training.step. Two
 input paths feed it:
 
 * resident (CIFAR-sized data): the uint8 training set is copied to every device once; every epoch a
@@ -31,11 +31,13 @@ import numpy as np
 import tqdm
 from jax.sharding import Mesh
 
-from hyperlt import checkpoint, config as config_lib, distributed, losses
+from hyperlt import distributed, losses
+from hyperlt.workdir import checkpoint
+from hyperlt import configs as config_lib
 from hyperlt.data import augment, lists, pipeline, streaming
 from hyperlt.errors import UserInputError, require
-from hyperlt.model import ExpertModel, build
-from hyperlt.step import StepConfig, TrainState, init_state, make_optimizer, make_update
+from hyperlt.models.expert_model import ExpertModel, build
+from hyperlt.training.step import StepConfig, TrainState, init_state, make_optimizer, make_update
 
 Data = pipeline.Prepared | lists.ListData
 

@@ -14,7 +14,7 @@ Metrics per preference p and test set S (indices into the balanced test set):
 
 * accuracy of all images and of the many / medium / few-shot classes (as ``evaluate``);
 * balanced accuracy: mean per-class recall over the classes present in S;
-* expected calibration error of the confidences ``max_k softmax(z + shift)_k`` (hyperlt.metrics);
+* expected calibration error of the confidences ``max_k softmax(z + shift)_k`` (hyperlt.analysis.metrics);
 * per-class recall on the whole balanced test set ([P, K]).
 """
 
@@ -28,10 +28,12 @@ from typing import Sequence
 
 import numpy as np
 
-from hyperlt import evaluate, metrics, preference
+from hyperlt import preference
+from hyperlt.analysis import evaluate
+from hyperlt.analysis import metrics
 from hyperlt.data import suites as suites_lib
 from hyperlt.errors import require
-from hyperlt.train import Run
+from hyperlt.training.loop import Run
 
 GROUP_NAMES = evaluate.GROUP_NAMES
 STANDARD = "standard"

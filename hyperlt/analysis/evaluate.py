@@ -23,8 +23,8 @@ from jax.sharding import Mesh
 
 from hyperlt import distributed
 from hyperlt.data import augment, longtail, pipeline
-from hyperlt.model import ExpertModel
-from hyperlt.train import Run
+from hyperlt.models.expert_model import ExpertModel
+from hyperlt.training.loop import Run
 
 GROUP_NAMES = ("all",) + longtail.SHOT_GROUPS
 
@@ -138,7 +138,7 @@ def predict_confidences(model: ExpertModel, params, features: jnp.ndarray, alpha
   """Confidences [P, N], ``max_k softmax(z + shift)_k``, of the predictions of :func:`predict_classes`.
 
   The calibration hook: with the correctness of those predictions it gives the expected calibration
-  error (hyperlt.metrics). Same preferences, chunking and ``shift`` as :func:`predict_classes`.
+  error (hyperlt.analysis.metrics). Same preferences, chunking and ``shift`` as :func:`predict_classes`.
   """
   return _over_chunks(_confidences, model, params, features, alphas, chunk, shift)
 

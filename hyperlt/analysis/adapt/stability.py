@@ -25,7 +25,7 @@ Collapse guard. The stability objective is maximised by constant predictions, so
 data the preference can run to where one class absorbs the others (reported for SADE's published
 code: 87% -> 38% in 5 epochs on a 3-class set). Under label shift, a good preference makes the predicted class
 frequencies MATCH the test class frequencies; collapse moves them away. The guard measures that with
-the label-shift estimate ``q_hat`` of hyperlt.adapt.label_shift (EM at the reference preference, from
+the label-shift estimate ``q_hat`` of hyperlt.analysis.adapt.label_shift (EM at the reference preference, from
 the same unlabeled images) and the mean prediction on the un-augmented images at ``w``,
 ``p_bar(w) = mean_i p(x_i)``:
 
@@ -56,10 +56,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hyperlt.adapt import label_shift
+from hyperlt.analysis.adapt import label_shift
 from hyperlt.data import augment
 from hyperlt.errors import require
-from hyperlt.model import ExpertModel
+from hyperlt.optim import pytorch_sgd
+from hyperlt.models.expert_model import ExpertModel
 
 # Stop reasons, as reported in AdaptResult.stop_reason.
 BUDGET = "budget"
@@ -128,9 +129,7 @@ class _Sgd:
   batch_size: int
 
   def transform(self) -> optax.GradientTransformation:
-    # PyTorch's SGD (SADE's): weight decay is added to the gradient before momentum.
-    return optax.chain(optax.add_decayed_weights(self.weight_decay),
-                       optax.sgd(self.learning_rate, momentum=self.momentum or None, nesterov=self.nesterov))
+    return pytorch_sgd(self.learning_rate, self.momentum, self.nesterov, self.weight_decay)
 
 
 def _predictions(model: ExpertModel, params: Any, features: jnp.ndarray, theta: jnp.ndarray,

@@ -8,11 +8,11 @@ For a batch of B normalised images and T experts, ``update``:
    (sample i's target is fixed by its sampled preference; see hyperlt.losses);
 4. scalarises the T losses (STCH by default) and takes one optax step (SGD, Nesterov, weight decay).
 
-The baselines are switches on the same step (see hyperlt.methods): margin anchors (LDAM) in the
+The baselines are switches on the same step (see hyperlt.configs.presets): margin anchors (LDAM) in the
 per-sample loss, mixup of the batch before step 1 (BalPoE), RIDE's diversity term subtracted from
 the scalarised objective, and deferred class-balanced re-weighting of the examples (DRW). Each is off unless its config field enables it, so the default path is unchanged.
 
-Everything here is traceable; ``hyperlt.train`` jits it together with on-device batching and augmentation.
+Everything here is traceable; ``hyperlt.training.loop`` jits it together with on-device batching and augmentation.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import numpy as np
 import optax
 
 from hyperlt import losses, preference
-from hyperlt.model import ExpertModel
+from hyperlt.optim import pytorch_sgd
+from hyperlt.models.expert_model import ExpertModel
 
 
 @flax.struct.dataclass
@@ -60,11 +61,8 @@ def make_optimizer(optim: ml_collections.ConfigDict, steps_per_epoch: int) -> op
   The learned preference scale is not decayed: shrinking log r towards 0 would bias r_hat to uniform.
   """
   decay_mask = lambda params: {k: jax.tree.map(lambda _: k != "log_scale", v) for k, v in params.items()}
-  return optax.chain(
-      optax.add_decayed_weights(optim.weight_decay, mask=decay_mask),
-      optax.sgd(learning_rate_schedule(optim, steps_per_epoch), momentum=optim.momentum or None,
-                nesterov=optim.nesterov),
-  )
+  return pytorch_sgd(learning_rate_schedule(optim, steps_per_epoch), optim.momentum, optim.nesterov,
+                     optim.weight_decay, decay_mask)
 
 
 def init_state(model: ExpertModel, tx: optax.GradientTransformation, seed: int,

@@ -20,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from hyperlt import hypernet, preference
+from hyperlt import preference
+from hyperlt.models import hypernet
 from hyperlt.models import heads
 from hyperlt.models.imagenet_resnet import ARCHITECTURES, ImageNetResNet
 from hyperlt.models.resnet import CifarResNet

@@ -20,8 +20,8 @@ import numpy as np
 from matplotlib import tri as mtri
 from matplotlib.figure import Figure
 
-from hyperlt import metrics
-from hyperlt.sweep import SweepResult
+from hyperlt.analysis import metrics
+from hyperlt.analysis.sweep import SweepResult
 
 ANCHOR_TEST_SETS = ("forward50", "uniform", "backward50")
 _CMAP_ACCURACY = "viridis"

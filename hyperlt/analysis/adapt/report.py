@@ -20,8 +20,9 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from hyperlt import evaluate, train
-from hyperlt.adapt import core
+from hyperlt.analysis import evaluate
+from hyperlt.training import loop as train
+from hyperlt.analysis.adapt import core
 from hyperlt.data import longtail
 from hyperlt.errors import require
 
