@@ -2,9 +2,10 @@
 
 A synthetic SADE-style list-file dataset is written to a temporary directory (``--images`` JPEGs of
 random sizes in ``--size-range``, like ImageNet photographs; or pass ``--root/--train-list`` for real
-data). The streaming training step of ``hyperlt.training.loop`` (``make_streaming_step``: uint8 batch sharded
-over the "data" axis, normalised on the device, the full update) is then timed in three interleaved
-forms, ``--rounds`` times each, ``--steps`` steps per sample:
+data). The training step of ``hyperlt.training.loop`` for streamed data (``make_step`` with
+``hyperlt.data.streamed.step_input``: uint8 batch sharded over the "data" axis, normalised on the device,
+the full update) is then timed in three interleaved forms, ``--rounds`` times each, ``--steps`` steps per
+sample:
 
 * ``compute``: steps on one batch already on the device (no loading at all);
 * ``streamed``: steps fed by ``hyperlt.data.streaming.Loader`` (worker threads decode with PIL, random-
@@ -41,7 +42,7 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from hyperlt import distributed, losses  # noqa: E402
 from hyperlt import configs as config_lib  # noqa: E402
 from hyperlt.training import loop as train  # noqa: E402
-from hyperlt.data import lists, streaming  # noqa: E402
+from hyperlt.data import lists, streamed, streaming  # noqa: E402
 from hyperlt.models.expert_model import build  # noqa: E402
 from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     prior = np.bincount(images.labels, minlength=num_classes) + 1.0
     update = make_update(model, tx, losses.adjustments(config.loss.anchors, prior / prior.sum(), config.loss.tau),
                          StepConfig.from_config(config))
-    step = train.make_streaming_step(update, IMAGENET_MEAN, IMAGENET_STD, mesh)
+    step = train.make_step(update, streamed.step_input(IMAGENET_MEAN, IMAGENET_STD, mesh), mesh)
     state = train.initial_state(model, tx, 0, (image_size, image_size, 3), mesh)
     put = lambda x, y: (distributed.global_batch(x, mesh, batch), distributed.global_batch(y, mesh, batch))
     loader = streaming.Loader(images, batch, image_size, seed=0, workers=args.workers, prefetch=args.prefetch,

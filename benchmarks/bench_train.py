@@ -63,9 +63,9 @@ import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from hyperlt import distributed, losses  # noqa: E402
 from hyperlt import configs as config_lib  # noqa: E402
-from hyperlt.analysis import evaluate  # noqa: E402
 from hyperlt.training import loop as train  # noqa: E402
 from hyperlt.data import augment, longtail, pipeline  # noqa: E402
+from hyperlt.inference.predictor import Predictor  # noqa: E402
 from hyperlt.models.expert_model import ExpertModel, build, unrolled_experts  # noqa: E402
 from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
 
@@ -269,9 +269,9 @@ def main(argv=None) -> None:
 
   def evaluation():
     state = reference.state
-    features = evaluate.extract_features(reference.model, state.params, state.batch_stats, test_x,
-                                         reference.config.data.mean, reference.config.data.std, eval_batch)
-    return evaluate.predict_classes(reference.model, state.params, features, alpha)
+    predictor = Predictor(reference.model, state.params, state.batch_stats, reference.config.data.mean,
+                          reference.config.data.std, batch_size=eval_batch)
+    return predictor.classes(predictor.features(test_x), alpha)
 
   compile_s["eval"] = common.timed(evaluation)
   common.timed(evaluation)

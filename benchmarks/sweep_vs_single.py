@@ -36,15 +36,15 @@ import time
 import jax
 import numpy as np
 
-from hyperlt import preference
-from hyperlt.workdir import checkpoint
 from hyperlt import configs as config_lib
+from hyperlt import preference
 from hyperlt.analysis import evaluate
 from hyperlt.analysis import sweep
-from hyperlt.training import loop as train
 from hyperlt.data import pipeline
 from hyperlt.models.expert_model import build
-from hyperlt.training.step import init_state, make_optimizer
+from hyperlt.training import loop as train
+from hyperlt.workdir import checkpoint
+from hyperlt.workdir import run as run_lib
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg75.npz"
@@ -57,7 +57,7 @@ def _timed(fn) -> float:
   return time.perf_counter() - start
 
 
-def _warmup_copy(run: train.Run, size: int) -> train.Run:
+def _warmup_copy(run: run_lib.Run, size: int) -> run_lib.Run:
   """The run with its test set cut to the first ``size`` images (same batch shapes as the full set)."""
   data = run.data
   keep = {name: idx[idx < size] for name, idx in data.test_sets.items()}
@@ -65,7 +65,7 @@ def _warmup_copy(run: train.Run, size: int) -> train.Run:
   return dataclasses.replace(run, data=small)
 
 
-def measure(run: train.Run, repeats: int) -> dict:
+def measure(run: run_lib.Run, repeats: int) -> dict:
   """Times of one-preference evaluation and of the 231-point sweep on ``run``'s test sets."""
   num_experts = run.model.num_experts
   grid = preference.simplex_grid(num_experts, STEP)
@@ -102,16 +102,16 @@ def measure(run: train.Run, repeats: int) -> dict:
   }
 
 
-def digits_run(workdir: pathlib.Path) -> train.Run:
+def digits_run(workdir: pathlib.Path) -> run_lib.Run:
   if checkpoint.latest_step(workdir) is None:
     print(f"training the embedded default into {workdir} (about a minute)", flush=True)
     config = config_lib.load("digits")
     config.train.progress = False
     train.train(config, workdir, log=lambda _: None)
-  return train.load(workdir)
+  return run_lib.load(workdir)
 
 
-def cifar_random_run(limit: int | None) -> train.Run:
+def cifar_random_run(limit: int | None) -> run_lib.Run:
   """ResNet-32 of the CIFAR-10-LT recipe with random weights, on the CIFAR-10 test set."""
   config = config_lib.load("cifar_lt:c10,ir100")
   config_lib.override(config, [f"data.path={SHARED_CIFAR10}"])
@@ -120,9 +120,9 @@ def cifar_random_run(limit: int | None) -> train.Run:
     keep = {name: idx[idx < limit] for name, idx in data.test_sets.items()}
     data = dataclasses.replace(data, test_x=data.test_x[:limit], test_y=data.test_y[:limit], test_sets=keep)
   model = build(config.model, data.num_classes)
-  tx = make_optimizer(config.optim, 1)
-  state = jax.jit(lambda: init_state(model, tx, config.seed, data.image_shape))()
-  return train.Run(config=config, model=model, state=state, data=data, workdir=None)
+  params, batch_stats = jax.jit(lambda: model.init(jax.random.PRNGKey(config.seed), data.image_shape))()
+  return run_lib.Run(config=config, model=model, params=params, batch_stats=batch_stats,
+                     facts=run_lib.RunFacts.of(data), step=0, data=data)
 
 
 def _versions() -> dict:

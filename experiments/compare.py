@@ -4,14 +4,14 @@
     python experiments/compare.py --config cifar_lt:c10,ir100,reduced --seeds 0 \\
         --out experiments/results/cifar10_ir100_reduced data.path=../shared/data/cifar10-jpeg75.npz
 
-Every method is the same config plus ``method=<name>`` (hyperlt.configs.presets). The table follows METHOD.md
-section 7: top-1 accuracy (%) on the 11 test-agnostic test sets, their mean, and many/medium/few on the
-uniform set, with a "prior used?" column. Extra rows: hypernetwork models also at the simplex centre
-(1,1,1), which, like SADE's mean of logits, weights every expert equally and reads nothing about the
-test set; "oracle" rows that evaluate experts at the vertex matching each test set's direction
-(forward/uniform/backward), which uses knowledge of the test prior and is marked so; and, with
-``--adapt stability,em``, test-time adaptation rows: each multi-expert model adapted separately to each
-test set's unlabeled images (hyperlt.analysis.adapt; ``stability`` is SADE's test-time self-supervised
+Every method is the same config plus ``method=<name>`` (hyperlt.configs.presets). The table is the usual
+long-tailed comparison (docs/METHOD-NOTES.md): top-1 accuracy (%) on the 11 test-agnostic test sets, their
+mean, and many/medium/few on the uniform set, with a "prior used?" column. Extra rows: hypernetwork models
+also at the simplex centre (1,1,1), which, like SADE's mean of logits, weights every expert equally and reads
+nothing about the test set; "oracle" rows that evaluate experts at the vertex matching each test set's
+direction (forward/uniform/backward), which uses knowledge of the test prior and is marked so; and, with
+``--adapt stability,em``, test-time adaptation rows: each multi-expert model adapted separately to each test
+set's unlabeled images (hyperlt.analysis.adapt; ``stability`` is SADE's test-time self-supervised
 aggregation), marked as reading the unlabeled test images.
 
 Resumable: each (method, seed) result is a JSON file under ``<out>/runs``; methods whose file exists
@@ -38,11 +38,12 @@ import numpy as np
 
 from hyperlt import configs as config_lib
 from hyperlt.analysis import evaluate
-from hyperlt.configs import presets as methods
-from hyperlt.training import loop as train
 from hyperlt.analysis.adapt import core as adapt_core, report as adapt_report
-from hyperlt.data import longtail
+from hyperlt.configs import presets as methods
+from hyperlt.data import longtail, pipeline
 from hyperlt.models.expert_model import build
+from hyperlt.training import loop as train
+from hyperlt.workdir.run import Run
 
 DEFAULT_METHODS = ("ce", "balanced_softmax", "logit_adjust", "sade", "balpoe", "ride", "prl", "prl_paper",
                    "prl_code")
@@ -75,7 +76,7 @@ def config_key(config) -> str:
   return hashlib.sha256(json.dumps(config_lib.to_dict(config), sort_keys=True).encode()).hexdigest()[:12]
 
 
-def oracle_alphas(run: train.Run, test_set_names) -> np.ndarray | None:
+def oracle_alphas(run: Run, test_set_names) -> np.ndarray | None:
   """Per test set, the vertex whose anchor matches the set's direction; None if the anchors lack one."""
   anchors = list(run.config.loss.anchors)
   if not all(a in anchors for a in ANCHOR_DIRECTIONS):
@@ -85,7 +86,7 @@ def oracle_alphas(run: train.Run, test_set_names) -> np.ndarray | None:
                    for name in test_set_names])
 
 
-def evaluate_method(run: train.Run, adapt_methods=()) -> dict:
+def evaluate_method(run: Run, adapt_methods=()) -> dict:
   """Accuracy tables at the default preference and, where defined, at the oracle-matched vertices and
   after test-time adaptation to each test set (``adapt_methods``, for models with several experts)."""
   features = evaluate.test_features(run)
@@ -119,7 +120,7 @@ def run_one(spec, overrides, method, seed, workroot: pathlib.Path, data_cache: d
   trained = training_config(config)
   data_key = json.dumps(config_lib.to_dict(config)["data"], sort_keys=True)
   if data_key not in data_cache:
-    data_cache[data_key] = train.prepare_data(config.data)
+    data_cache[data_key] = pipeline.prepare(config.data)
   data = data_cache[data_key]
   workdir = workroot / config_key(trained)
   start = time.perf_counter()
@@ -128,7 +129,7 @@ def run_one(spec, overrides, method, seed, workroot: pathlib.Path, data_cache: d
   run = dataclasses.replace(run, config=config, model=build(config.model, data.num_classes))
   return {"method": method, "seed": seed, "summary": methods.METHODS[method].summary,
           "uses_test_prior": methods.METHODS[method].uses_test_prior, "workdir": str(workdir),
-          "steps": int(run.state.step), "train_seconds_this_call": seconds,
+          "steps": run.step, "train_seconds_this_call": seconds,
           "config": config_lib.to_dict(config), **evaluate_method(run, adapt_methods)}
 
 
@@ -179,9 +180,9 @@ def write_tables(records: list[dict], out: pathlib.Path, command: str, seeds: li
   lines = [f"# Comparison: {out.name}", "",
            f"Command (seeds {', '.join(map(str, seeds))}; generated {datetime.date.today().isoformat()}):", "",
            "```", command, "```", "",
-           f"Top-1 accuracy (%), mean over the seeds run (column \"seeds\"); {steps} training steps per run. Columns: the 11 "
-           "test-agnostic test sets (METHOD.md section 5), their mean, and many/medium/few-shot accuracy "
-           "on the uniform set. \"prior used?\": whether prediction reads anything about the test set's "
+           f"Top-1 accuracy (%), mean over the seeds run (column \"seeds\"); {steps} training steps per run. "
+           "Columns: the 11 test-agnostic test sets (hyperlt.data.longtail), their mean, and many/medium/few-shot "
+           "accuracy on the uniform set. \"prior used?\": whether prediction reads anything about the test set's "
            "class prior (post-hoc logit adjustment uses only the training prior). Each method is evaluated "
            "at its default preference (single models: their one head; static experts: the mean of logits; "
            "PRL: the uniform anchor's vertex). \"adapted to each test set\" rows choose a preference per test "

@@ -8,58 +8,44 @@
     choice = api.choose("runs/digits", maximize="many", subject_to=["few>=0.5"])
     probs = model.predict(images, choice.preference)
 
-``predict`` is the evaluation path with P = 1 followed by a softmax: features of the images, the
-hypernetwork's heads at the preference, the preference-weighted cosine logits ``z`` (plus the run's
-post-hoc shift, if any), ``softmax(z)``. Its argmax is the class ``hyperlt evaluate`` scores. Images go
-through one jitted function in fixed-size batches (the last one padded), so calls with any number of
-images and any preference reuse one compilation.
+``predict`` is the evaluation path with P = 1 followed by a softmax (hyperlt.inference.predictor): features
+of the images, the hypernetwork's heads at the preference, the preference-weighted cosine logits ``z`` (plus
+the run's post-hoc shift, if any), ``softmax(z)``. Its argmax is the class ``hyperlt evaluate`` scores.
+Images go through the feature pass in fixed-size batches (the last one padded; fewer images than a batch
+are padded to the next power of two), so calls with any number of images and any preference reuse a
+handful of compiled programs.
 """
 
 from __future__ import annotations
 
-import functools
 import pathlib
 from typing import Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hyperlt import preference as preference_lib
-from hyperlt.workdir import checkpoint
 from hyperlt.analysis import choose as choose_lib
 from hyperlt.analysis import evaluate
 from hyperlt.analysis import sweep as sweep_lib
-from hyperlt.training import loop as train
-from hyperlt.data import augment, longtail
 from hyperlt.data import images as image_input
 from hyperlt.errors import require
-from hyperlt.models.expert_model import ExpertModel
+from hyperlt.inference.predictor import Predictor
+from hyperlt.workdir import run as run_lib
 
 DEFAULT_BATCH_SIZE = 128
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _probabilities(model: ExpertModel, params, batch_stats, images_uint8, mean, std, alphas, shift):
-  """Class probabilities [B, K] of uint8 images [B, H, W, C] at one raw preference alphas [1, T]."""
-  features = model.features(params, batch_stats, augment.normalize(images_uint8, mean, std), train=False)[0]
-  logits = model.logits(params, features, model.r_hat(params, alphas))[0]
-  return jax.nn.softmax(logits if shift is None else logits + shift, axis=-1)
 
 
 class Model:
   """A trained run ready for prediction. Create with :func:`load`."""
 
-  def __init__(self, run: train.Run, facts: dict, batch_size: int = DEFAULT_BATCH_SIZE):
+  def __init__(self, run: run_lib.Run, batch_size: int = DEFAULT_BATCH_SIZE):
     require(isinstance(batch_size, int) and batch_size >= 1, f"batch_size: expected a positive integer, got "
             f"{batch_size!r}")
     self.run = run
     self.batch_size = batch_size
-    self.class_names: tuple[str, ...] = tuple(facts["class_names"])
-    self.image_shape: tuple[int, int, int] = tuple(int(v) for v in facts["image_shape"])
-    self._mean = jnp.asarray(facts["mean"], jnp.float32)
-    self._std = jnp.asarray(facts["std"], jnp.float32)
-    self._shift = run.model.prediction_shift(longtail.prior_from_counts(facts["class_counts"]))
+    self.class_names: tuple[str, ...] = run.facts.class_names
+    self.image_shape: tuple[int, int, int] = run.facts.image_shape
+    self.predictor = Predictor.for_run(run, batch_size=batch_size)
 
   @property
   def num_classes(self) -> int:
@@ -91,18 +77,7 @@ class Model:
              else preference_lib.parse(preference, self.num_experts, "preference"))
     if len(images) == 0:
       return np.zeros((0, self.num_classes), np.float32)
-    alphas = jnp.asarray(alpha[None], jnp.float32)
-    state = self.run.state
-    outputs = []
-    for start in range(0, len(images), self.batch_size):
-      batch = images[start:start + self.batch_size]
-      pad = self.batch_size - len(batch)
-      if pad:
-        batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], np.uint8)])
-      probs = _probabilities(self.run.model, state.params, state.batch_stats, batch, self._mean, self._std,
-                             alphas, self._shift)
-      outputs.append(probs[:self.batch_size - pad] if pad else probs)
-    return np.asarray(jnp.concatenate(outputs, axis=0))
+    return self.predictor.probabilities(self.predictor.features(images), alpha[None])[0]
 
   def __repr__(self) -> str:
     return (f"Model(workdir={str(self.run.workdir)!r}, experts={self.anchors}, classes={self.num_classes}, "
@@ -114,21 +89,18 @@ def load(workdir: str | pathlib.Path, *, step: int | None = None, batch_size: in
 
   The training data is not loaded; image shape, normalisation and class names come from its data.json.
   """
-  workdir = pathlib.Path(workdir)
-  _, facts = checkpoint.require_run(workdir)
-  run = train.load(workdir, with_data=False, step=step)
-  return Model(run, facts, batch_size)
+  return Model(run_lib.load(workdir, step, with_data=False), batch_size)
 
 
-def _run_with_data(source: str | pathlib.Path | train.Run | Model) -> train.Run:
+def _run_with_data(source: str | pathlib.Path | run_lib.Run | Model) -> run_lib.Run:
   if isinstance(source, Model):
     source = source.run.workdir
-  if isinstance(source, train.Run):
-    return source if source.data is not None else train.load(source.workdir)
-  return train.load(source)
+  if isinstance(source, run_lib.Run):
+    return source if source.data is not None else run_lib.load(source.workdir)
+  return run_lib.load(source)
 
 
-def sweep(source: str | pathlib.Path | train.Run | Model, step: float = sweep_lib.DEFAULT_STEP, *,
+def sweep(source: str | pathlib.Path | run_lib.Run | Model, step: float = sweep_lib.DEFAULT_STEP, *,
           alphas: np.ndarray | None = None, suites: Sequence[str] = (), out: str | pathlib.Path | None = None,
           figures: bool = True) -> sweep_lib.SweepResult:
   """Every preference of a simplex grid on the 11 test sets (and extra ``suites``); see hyperlt.analysis.sweep.
@@ -144,7 +116,7 @@ def sweep(source: str | pathlib.Path | train.Run | Model, step: float = sweep_li
   return result
 
 
-def choose(source: str | pathlib.Path | train.Run | Model, *, maximize: str | None = None,
+def choose(source: str | pathlib.Path | run_lib.Run | Model, *, maximize: str | None = None,
            minimize: str | None = None, subject_to: Sequence[str] = (), target: str = choose_lib.DEFAULT_TARGET,
            step: float = choose_lib.DEFAULT_STEP) -> choose_lib.Choice:
   """The preference that best meets a goal on the validation split; see hyperlt.analysis.choose."""

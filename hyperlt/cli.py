@@ -2,6 +2,10 @@
 
 Every subcommand is a pair ``_add_<name>(subparsers)`` / ``_run_<name>(args) -> exit code`` registered
 in ``_COMMANDS``. Bad input (UserInputError, argparse errors) prints one line and exits with code 2.
+
+Modules are imported inside the handlers, so ``hyperlt --help`` and a typo fail fast without loading JAX.
+Only ``_run_train`` reaches the training layer (``hyperlt.training.loop.train``); every other command
+serves a trained work dir through hyperlt.workdir.run and the inference and analysis layers.
 """
 
 from __future__ import annotations
@@ -20,6 +24,13 @@ class _Parser(argparse.ArgumentParser):
     self.exit(EXIT_BAD_INPUT, f"hyperlt: error: {message}\n")
 
 
+def _served_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+  """The parser of a command that serves a trained work dir: every such command needs ``--workdir``."""
+  p = sub.add_parser(name, help=help_text)
+  p.add_argument("--workdir", required=True, help="a trained work dir (from hyperlt train --workdir DIR)")
+  return p
+
+
 def _add_train(sub):
   p = sub.add_parser("train", help="train a model (default: the embedded digits recipe)")
   p.add_argument("--config", default="digits",
@@ -33,56 +44,59 @@ def _add_train(sub):
 def _run_train(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from hyperlt import configs as config_lib  # pylint: disable=g-import-not-at-top
-  from hyperlt.analysis import evaluate  # pylint: disable=g-import-not-at-top
-  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import evaluate, format as fmt  # pylint: disable=g-import-not-at-top
+  # The one import of the training layer outside it (tests/test_layers.py allows exactly this one).
+  from hyperlt.training.loop import train  # pylint: disable=g-import-not-at-top
   config = config_lib.load(args.config)
   config_lib.override(config, args.overrides)
   if args.no_progress:
     config.train.progress = False
   config_lib.validate(config)
   workdir = args.workdir or f"runs/{args.config.split(':')[0].split('/')[-1].removesuffix('.py')}"
-  run = train.train(config, workdir)
+  run = train(config, workdir)
   t = run.model.num_experts
   alphas = np.eye(t, dtype=np.float32)
   results = evaluate.evaluate_alphas(run, np.concatenate([alphas, evaluate.default_preference(run)[None]]))
-  print(f"\nTrained {int(run.state.step)} steps; checkpoints in {workdir}")
+  print(f"\nTrained {run.step} steps; checkpoints in {workdir}")
   print("\nAccuracy (%) of each expert vertex preference on the 11 test sets:")
   print(evaluate.format_comparison(results[:t], [f"{a}" for a in run.config.loss.anchors]))
   print()
-  pref = ",".join(f"{v:g}" for v in results[-1]["preference"])
+  pref = fmt.preference(results[-1]["preference"], digits=6)
   print(evaluate.format_table(results[-1]["results"], f"Accuracy (%) by shot group at preference {pref}:"))
   print(f"\nNext: hyperlt evaluate --workdir {workdir} --preference 1,0,0")
   return 0
 
 
-def _add_evaluate(sub):
-  p = sub.add_parser("evaluate", help="accuracy on the 11 test-agnostic test sets for one preference")
-  p.add_argument("--workdir", required=True)
+def _add_preference(p: argparse.ArgumentParser) -> None:
   p.add_argument("--preference", default=None,
-                 help="raw preference, one non-negative number per expert, e.g. 1,0,0 (default: the "
-                      "uniform anchor's vertex)")
+                 help="raw preference, one non-negative number per expert, e.g. 1,0,0, or a JSON file with a "
+                      '"preference" list such as adapt --out writes (default: the uniform anchor\'s vertex)')
+
+
+def _add_evaluate(sub):
+  p = _served_parser(sub, "evaluate", "accuracy on the 11 test-agnostic test sets for one preference")
+  _add_preference(p)
   p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
 
 def _run_evaluate(args) -> int:
   from hyperlt import preference  # pylint: disable=g-import-not-at-top
-  from hyperlt.analysis import evaluate  # pylint: disable=g-import-not-at-top
-  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
-  run = train.load(args.workdir)
+  from hyperlt.analysis import evaluate, format as fmt  # pylint: disable=g-import-not-at-top
+  from hyperlt.workdir import run as run_lib  # pylint: disable=g-import-not-at-top
+  run = run_lib.load(args.workdir)
   alpha = (preference.parse(args.preference, run.model.num_experts, "--preference")
            if args.preference is not None else evaluate.default_preference(run))
   result = evaluate.evaluate_alphas(run, alpha[None])[0]
   if args.json:
     print(json.dumps(result))
   else:
-    pref = ",".join(f"{v:g}" for v in result["preference"])
+    pref = fmt.preference(result["preference"], digits=6)
     print(evaluate.format_table(result["results"], f"Accuracy (%) at preference {pref} ({args.workdir}):"))
   return 0
 
 
 def _add_sweep(sub):
-  p = sub.add_parser("sweep", help="every preference of a simplex grid on the 11 test sets, with figures")
-  p.add_argument("--workdir", required=True)
+  p = _served_parser(sub, "sweep", "every preference of a simplex grid on the 11 test sets, with figures")
   p.add_argument("--step", type=float, default=0.1,
                  help="grid spacing; 0.1 gives 66 preferences for 3 experts, 0.05 gives 231 (default 0.1)")
   p.add_argument("--out", default=None, help="folder for sweep.json, sweep.csv, per_class_recall.csv and the "
@@ -97,13 +111,13 @@ def _run_sweep(args) -> int:
   import pathlib  # pylint: disable=g-import-not-at-top
   import time  # pylint: disable=g-import-not-at-top
   from hyperlt.analysis import sweep  # pylint: disable=g-import-not-at-top
-  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
   from hyperlt.data import suites as suites_lib  # pylint: disable=g-import-not-at-top
+  from hyperlt.workdir import run as run_lib  # pylint: disable=g-import-not-at-top
   suites = tuple(s.strip() for s in args.suites.split(",") if s.strip())
   unknown = [s for s in suites if s not in suites_lib.SUITES]
   if unknown:
     raise UserInputError(f"--suites: unknown {unknown}; expected names from {', '.join(suites_lib.SUITES)}")
-  run = train.load(args.workdir)
+  run = run_lib.load(args.workdir)
   start = time.perf_counter()
   result = sweep.sweep(run, args.step, suites=suites)
   seconds = time.perf_counter() - start
@@ -124,9 +138,9 @@ def _run_sweep(args) -> int:
 
 
 def _add_choose(sub):
-  p = sub.add_parser("choose", help="pick the preference that best meets a goal, on the validation split")
-  p.add_argument("--workdir", required=True)
-  goal = p.add_mutually_exclusive_group(required=True)
+  p = _served_parser(sub, "choose", "pick the preference that best meets a goal, on the validation split")
+  goal = p.add_argument_group("goal", "one objective, and any number of --subject-to bounds")
+  goal = goal.add_mutually_exclusive_group(required=True)
   goal.add_argument("--maximize", metavar="METRIC",
                     help="[test set:]metric, metric one of all, many, medium, few, balanced_accuracy, ece")
   goal.add_argument("--minimize", metavar="METRIC", help="as --maximize, e.g. ece")
@@ -140,13 +154,13 @@ def _add_choose(sub):
 
 def _run_choose(args) -> int:
   from hyperlt.analysis import choose  # pylint: disable=g-import-not-at-top
-  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
+  from hyperlt.workdir import run as run_lib  # pylint: disable=g-import-not-at-top
   # Check the goal before the (slower) load, so a typo fails at once.
   goal = args.maximize if args.maximize is not None else args.minimize
   choose.parse_metric(goal, args.target, "--maximize" if args.maximize is not None else "--minimize")
   for bound in args.subject_to:
     choose.parse_bound(bound, args.target)
-  run = train.load(args.workdir)
+  run = run_lib.load(args.workdir)
   choice = choose.choose(run, maximize=args.maximize, minimize=args.minimize, subject_to=args.subject_to,
                          target=args.target, step=args.step)
   print(json.dumps(choice.to_json()) if args.json else choose.format_choice(choice, args.workdir))
@@ -154,13 +168,11 @@ def _run_choose(args) -> int:
 
 
 def _add_predict(sub):
-  p = sub.add_parser("predict", help="class probabilities of images at a preference")
-  p.add_argument("--workdir", required=True)
+  p = _served_parser(sub, "predict", "class probabilities of images at a preference")
   p.add_argument("--images", required=True,
                  help="a .npy file of uint8 images [N, H, W, C] (or [N, H, W]), or a .npz file holding one "
                       "array or an array named images, x or x_test")
-  p.add_argument("--preference", default=None, help="raw preference, e.g. 0,0,1 (default: the uniform anchor's "
-                 "vertex)")
+  _add_preference(p)
   p.add_argument("--out", default=None, help="also write the probabilities [N, K] to this .npy file")
   p.add_argument("--json", action="store_true", help="print exactly one JSON object")
 
@@ -173,6 +185,7 @@ def _load_images(path_text: str):
 def _run_predict(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from hyperlt import api, preference  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import format as fmt  # pylint: disable=g-import-not-at-top
   images = _load_images(args.images)
   model = api.load(args.workdir)
   alpha = (model.default_preference if args.preference is None
@@ -185,7 +198,7 @@ def _run_predict(args) -> int:
     print(json.dumps({"preference": [float(v) for v in alpha], "class_names": list(model.class_names),
                       "classes": [int(c) for c in classes], "probabilities": probs.tolist()}))
     return 0
-  pref = ",".join(f"{v:g}" for v in alpha)
+  pref = fmt.preference(alpha, digits=6)
   print(f"{len(probs)} images at preference {pref} ({', '.join(model.anchors)}):")
   shown = 20
   for i, c in enumerate(classes[:shown]):
@@ -198,8 +211,7 @@ def _run_predict(args) -> int:
 
 
 def _add_adapt(sub):
-  p = sub.add_parser("adapt", help="choose the preference from unlabeled test images (test-time adaptation)")
-  p.add_argument("--workdir", required=True)
+  p = _served_parser(sub, "adapt", "choose the preference from unlabeled test images (test-time adaptation)")
   source = p.add_mutually_exclusive_group(required=True)
   source.add_argument("--test-set", metavar="NAME",
                       help="adapt to this test set's images (labels only score the result): forward50, ..., "
@@ -233,9 +245,9 @@ def _add_adapt(sub):
 
 def _run_adapt(args) -> int:
   import pathlib  # pylint: disable=g-import-not-at-top
-  from hyperlt.analysis import adapt  # pylint: disable=g-import-not-at-top
-  from hyperlt.training import loop as train  # pylint: disable=g-import-not-at-top
+  from hyperlt.analysis import adapt, format as fmt  # pylint: disable=g-import-not-at-top
   from hyperlt.analysis.adapt import report  # pylint: disable=g-import-not-at-top
+  from hyperlt.workdir import run as run_lib  # pylint: disable=g-import-not-at-top
   if args.test_set is not None:
     report.check_test_set(args.test_set, allow_all=True)
   if args.adjust_logits and args.method != "em":
@@ -247,14 +259,14 @@ def _run_adapt(args) -> int:
             "adjust_logits": args.adjust_logits}
   if args.images is not None:
     images = _load_images(args.images)
-    run = train.load(args.workdir, with_data=False)
+    run = run_lib.load(args.workdir, with_data=False)
     output = adapt.adapt(run, images, args.method, **kwargs).to_json()
     text = (f"Adapted preference ({args.method}, {output['num_images']} unlabeled images; experts "
-            f"{', '.join(run.config.loss.anchors)}): {','.join(f'{v:g}' for v in output['preference'])}\n"
+            f"{', '.join(run.config.loss.anchors)}): {fmt.preference(output['preference'], digits=6)}\n"
             f"  stopped by: {output['stop_reason']}; estimated test prior (EM): "
             f"{' '.join(f'{v:.3f}' for v in output['estimated_prior'])}")
   else:
-    run = train.load(args.workdir)
+    run = run_lib.load(args.workdir)
     if args.test_set == report.ALL:
       output = report.adapt_all_test_sets(run, args.method, **kwargs)
       text = report.format_all(run, output)

@@ -1,21 +1,27 @@
-r"""Logit adjustments, preference-conditioned losses and multi-objective scalarisations.
+r"""Anchor losses, preference-conditioned losses and multi-objective scalarisations.
 
 With training prior ``pi`` over K classes and its reversal ``pi_bar`` (the class with the k-th largest
-prior gets the k-th smallest value), the anchor adjustments are
+prior gets the k-th smallest value), each expert's anchor is named in the config and parsed ONCE into
+:class:`Anchors`: an additive row ``a`` [K] and a margin row ``m`` [K] per expert,
 
-    forward:   a = 0                              (plain softmax cross-entropy)
-    uniform:   a = log pi                          (Balanced Softmax)
-    backward:  a = log pi - tau * log pi_bar
-    logit_adjust:<t>   a = t * log pi              (BalPoE's expert with tau = t)
-    ldam:<m>   margins m_c = m * (n_min / n_c)^(1/4)    (LDAM, Cao et al. 2019; RIDE's expert loss)
+    forward:           a = 0                               m = 0   (plain softmax cross-entropy)
+    uniform:           a = log pi                          m = 0   (Balanced Softmax)
+    backward:          a = log pi - tau * log pi_bar       m = 0
+    logit_adjust:<t>   a = t * log pi                      m = 0   (BalPoE's expert with tau = t)
+    ldam:<M>           a = 0    m_c = M * (n_min / n_c)^(1/4)      (LDAM, Cao et al. 2019; RIDE's expert loss)
 
-An adjusted loss is ``CE(z + a, y)``: training with it makes ``z`` fit the target prior
-``pi * exp(-a)`` up to normalisation. A MARGIN anchor (``ldam:<m>``) is not additive: its row holds
-per-class margins in cosine units, and its loss is ``CE(z - s * m_y * e_y, y)`` (only the true class's
-logit is lowered, by the cosine scale s times its margin). :func:`split_anchors` separates the two kinds. Losses for P preferences r_hat [P, T] and logits z [P, B, K]:
+and the anchor loss of logits z [B, K] (cosine logits scaled by s) is
 
-    continuous:  L_p = CE(z_p + sum_j w_pj a_j, y)   (the geometric mixture of the anchors' targets)
-    paper:       L_p = CE(z_p + a_p, y)                   (sample p always gets anchor p; needs P = T)
+    CE(z + a - s * m_y * e_y, y)
+
+An additive row moves the target: training with ``CE(z + a, y)`` makes ``z`` fit the prior
+``pi * exp(-a)`` up to normalisation (:func:`target_prior`). A margin row does not move the target: it
+only lowers the true class's logit, by the cosine scale s times its margin.
+
+Losses for P preferences with logits z [P, B, K] and target weights w [P, T]:
+
+    continuous:  L_p = CE(z_p + sum_j w_pj a_j - s * (sum_j w_pj m_j)_y e_y, y)   (the w-mixture of anchors)
+    paper:       L_p = CE(z_p + a_p - s * m_{p,y} e_y, y)                          (sample p gets anchor p; P = T)
 
 Here ``w_p = alpha_p / sum(alpha_p)`` is the SAMPLED preference, while the logits ``z_p`` are computed at
 ``r_hat_p`` (which includes the learned scale r). The sampled preference fixes the target; defining it by
@@ -23,26 +29,25 @@ Here ``w_p = alpha_p / sum(alpha_p)`` is the SAMPLED preference, while the logit
 sits at the easiest (forward) vertex (observed: log r -> (5.5, -4.5, -1.0) on the digits default). At a
 vertex ``w_p = r_hat_p = e_i``, so both readings give exactly SADE's anchor losses.
 
-Regularisers and data mixing used by the baselines:
+Per-example weights (deferred re-weighting, DRW: Cao et al. 2019; RIDE) make each L_p a weighted mean
+``sum_b w_{y_b} l_b / sum_b w_{y_b}`` (PyTorch's weighted mean) with class-balanced weights (Cui et al. 2019)
 
-    mixup (BalPoE):  x = lam x_a + (1 - lam) x_b, lam ~ Beta(a, a);  L = lam L(y_a) + (1 - lam) L(y_b)
-    diversity (RIDE): D = T_d^2 * sum_t KL(softmax(mean_t v_t / T_d) || softmax(v_t / T_d)), subtracted
-                      with weight lambda_div, so experts are pushed apart from their ensemble mean
-    post-hoc logit adjustment (Menon et al. 2021): predict argmax_k z_k - tau * log pi_k
-    deferred re-weighting (DRW, Cao et al. 2019; RIDE): from a given step on, each example's loss is
-                      weighted by its class's class-balanced weight w_y (Cui et al. 2019),
-                      w_c = K (1 - beta) / (1 - beta^{n_c}) / sum_k [(1 - beta) / (1 - beta^{n_k})],
-                      and the batch loss is sum_b w_{y_b} l_b / sum_b w_{y_b} (PyTorch's weighted mean)
+    w_c = K (1 - beta) / (1 - beta^{n_c}) / sum_k [(1 - beta) / (1 - beta^{n_k})]
+
+RIDE's diversity of per-expert logits v_t: ``D = T_d^2 * sum_t KL(softmax(mean_t v_t / T_d) || softmax(v_t / T_d))``.
 
 Objectives over the P losses ``L``:
 
     sum:        sum_p L_p
     stch:       sum_p L_p + mu * log sum_p exp(L_p / mu)   (smooth Tchebycheff)
     stch_code:  sum_p L_p + mu * log sum_p exp(L_p)        (the published code's formula)
+
+How a run composes these (mixup, DRW's start step, the diversity weight) is hyperlt.training.objectives.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -53,7 +58,8 @@ import optax
 LOSS_MODES = ("continuous", "paper")
 OBJECTIVES = ("stch", "stch_code", "sum")
 ANCHOR_NAMES = ("forward", "uniform", "backward", "logit_adjust:<tau>", "ldam:<max_margin>")
-_PARAMETRISED = ("logit_adjust:", "ldam:")
+_FIXED = ("forward", "uniform", "backward")
+_PARAMETRISED = ("logit_adjust", "ldam")
 
 
 def reversed_prior(prior: np.ndarray) -> np.ndarray:
@@ -65,21 +71,33 @@ def reversed_prior(prior: np.ndarray) -> np.ndarray:
   return out
 
 
-def is_valid_anchor(name: str) -> bool:
-  if name in ("forward", "uniform", "backward"):
-    return True
-  if name.startswith(_PARAMETRISED):
+def parse_anchor(name: str) -> tuple[str, float | None]:
+  """``(kind, parameter)`` of an anchor name: ``"ldam:0.5"`` -> ``("ldam", 0.5)``, ``"uniform"`` ->
+  ``("uniform", None)``. ValueError for an unknown name, a non-numeric parameter or an LDAM margin <= 0."""
+  kind, sep, text = name.partition(":")
+  if not sep and kind in _FIXED:
+    return kind, None
+  if sep and kind in _PARAMETRISED:
     try:
-      value = float(name.split(":", 1)[1])
+      value = float(text)
     except ValueError:
-      return False
-    return not name.startswith("ldam:") or value > 0
-  return False
+      value = None
+    if value is not None and (kind != "ldam" or value > 0):
+      return kind, value
+  raise ValueError(f"unknown anchor {name!r}; expected one of {ANCHOR_NAMES} (ldam's margin > 0)")
+
+
+def is_valid_anchor(name: str) -> bool:
+  try:
+    parse_anchor(name)
+  except ValueError:
+    return False
+  return True
 
 
 def is_margin_anchor(name: str) -> bool:
-  """Whether the anchor's row is a label-dependent margin rather than an additive adjustment."""
-  return name.startswith("ldam:")
+  """Whether the anchor is a label-dependent margin rather than an additive adjustment."""
+  return parse_anchor(name)[0] == "ldam"
 
 
 def ldam_margins(prior: np.ndarray, max_margin: float) -> np.ndarray:
@@ -91,38 +109,62 @@ def ldam_margins(prior: np.ndarray, max_margin: float) -> np.ndarray:
   return max_margin * inverse_fourth_root / inverse_fourth_root.max()
 
 
-def anchor_adjustment(name: str, prior: np.ndarray, tau: float) -> np.ndarray:
-  """The additive logit adjustment [K] of one named anchor loss (see the module docstring)."""
+def _anchor_rows(name: str, prior: np.ndarray, tau: float) -> tuple[np.ndarray, np.ndarray]:
+  """(additive row [K], margin row [K]) of one anchor, float64 (see the module docstring)."""
+  kind, value = parse_anchor(name)
   log_prior = np.log(np.asarray(prior, np.float64))
-  if name == "forward":
-    return np.zeros_like(log_prior)
-  if name == "uniform":
-    return log_prior
-  if name == "backward":
-    return log_prior - tau * np.log(reversed_prior(prior))
-  if name.startswith("logit_adjust:"):
-    return float(name.split(":", 1)[1]) * log_prior
-  if name.startswith("ldam:"):
-    return ldam_margins(prior, float(name.split(":", 1)[1]))
-  raise ValueError(f"unknown anchor {name!r}; expected one of {ANCHOR_NAMES}")
+  zeros = np.zeros_like(log_prior)
+  if kind == "ldam":
+    return zeros, ldam_margins(prior, value)
+  if kind == "uniform":
+    return log_prior, zeros
+  if kind == "backward":
+    return log_prior - tau * np.log(reversed_prior(prior)), zeros
+  if kind == "logit_adjust":
+    return value * log_prior, zeros
+  return zeros, zeros
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Anchors:
+  """The T experts' anchor losses ``CE(z + a_t - s * m_{t,y} e_y, y)`` as two float32 rows per expert.
+
+  Attributes:
+    names: the config's anchor names, one per expert (``loss.anchors``).
+    additive: the additive adjustments a [T, K] (zero rows for margin anchors).
+    margins: the margins m [T, K] in cosine units (zero rows for additive anchors).
+  """
+
+  names: tuple[str, ...]
+  additive: np.ndarray
+  margins: np.ndarray
+
+  @classmethod
+  def parse(cls, names: Sequence[str], prior: np.ndarray, tau: float) -> "Anchors":
+    """The anchors named in the config (``loss.anchors``) for training prior ``prior`` [K] and the
+    backward anchor's strength ``tau``; ValueError for an unknown name."""
+    additive, margins = zip(*(_anchor_rows(name, prior, tau) for name in names))
+    return cls(tuple(names), np.stack(additive).astype(np.float32), np.stack(margins).astype(np.float32))
+
+  @property
+  def has_margins(self) -> bool:
+    """Whether any anchor has a margin row (otherwise the margin term is skipped altogether)."""
+    return bool(np.any(self.margins != 0))
 
 
 def adjustments(anchors: Sequence[str], prior: np.ndarray, tau: float) -> np.ndarray:
-  """Stacked adjustments [T, K], float32, one row per expert's anchor (margin rows for margin anchors)."""
-  return np.stack([anchor_adjustment(a, prior, tau) for a in anchors]).astype(np.float32)
+  """The additive rows a [T, K], float32, of the named anchors (zero rows for margin anchors): what
+  moves each expert's target prior. Shorthand for ``Anchors.parse(anchors, prior, tau).additive``."""
+  return Anchors.parse(anchors, prior, tau).additive
 
 
 def split_anchors(anchors: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """(additive [T, K], margins [T, K]) from the rows of :func:`adjustments`: each row goes to one of
-  the two according to its anchor's kind, the other gets zeros."""
+  """Deprecated: ``rows`` [T, K] split by anchor kind into (rows of additive anchors, rows of margin
+  anchors), the other kind's rows zeroed. Kept for hyperlt.analysis.adapt.core, which reads
+  ``[0]`` of ``split_anchors(anchors, adjustments(...))``; :class:`Anchors` holds both kinds directly."""
   is_margin = np.array([is_margin_anchor(a) for a in anchors])[:, None]
   rows = np.asarray(rows, np.float32)
   return np.where(is_margin, 0.0, rows).astype(np.float32), np.where(is_margin, rows, 0.0).astype(np.float32)
-
-
-def posthoc_adjustment(prior: np.ndarray, tau: float) -> np.ndarray:
-  """The evaluation-time logit shift [K] of post-hoc logit adjustment: ``-tau * log pi``."""
-  return (-tau * np.log(np.asarray(prior, np.float64))).astype(np.float32)
 
 
 def target_prior(adjustment: np.ndarray, prior: np.ndarray) -> np.ndarray:
@@ -157,7 +199,7 @@ def cross_entropy(logits: jnp.ndarray, labels: jnp.ndarray, weights: jnp.ndarray
   return jnp.sum(per_example * weights, -1) / jnp.sum(weights)
 
 
-def _per_sample_rows(target_weights: jnp.ndarray, rows: jnp.ndarray, mode: str) -> jnp.ndarray:
+def _per_sample_rows(target_weights: jnp.ndarray, rows: np.ndarray, mode: str) -> jnp.ndarray:
   """Each sample's [P, K] row of anchor quantities: the w-mixture (continuous) or row p (paper)."""
   if mode == "continuous":
     return target_weights @ rows
@@ -165,33 +207,26 @@ def _per_sample_rows(target_weights: jnp.ndarray, rows: jnp.ndarray, mode: str) 
     if target_weights.shape[0] != rows.shape[0]:
       raise ValueError(f"paper loss mode needs one preference per expert, got {target_weights.shape[0]} for "
                        f"{rows.shape[0]} experts")
-    return rows
+    return jnp.asarray(rows)
   raise ValueError(f"loss mode must be one of {LOSS_MODES}, got {mode!r}")
 
 
-def preference_losses(logits: jnp.ndarray, target_weights: jnp.ndarray, adjust: jnp.ndarray,
-                      labels: jnp.ndarray, mode: str = "continuous", margins: jnp.ndarray | None = None,
-                      scale: float = 1.0, example_weights: jnp.ndarray | None = None) -> jnp.ndarray:
-  """Per-preference losses [P] from logits [P, B, K], target weights w [P, T] (the sampled
-  preferences, normalised), additive adjustments [T, K] and labels [B].
+def preference_losses(logits: jnp.ndarray, target_weights: jnp.ndarray, anchors: Anchors, labels: jnp.ndarray,
+                      mode: str = "continuous", scale: float = 1.0,
+                      example_weights: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Per-preference losses [P] from logits [P, B, K], target weights w [P, T] (the sampled preferences,
+  normalised), the T experts' anchors and labels [B] (see the module docstring).
 
-  ``margins`` [T, K] (cosine units, see :func:`split_anchors`) lower the true class's logit by
-  ``scale * m_y``; like the additive rows they are mixed by w (continuous) or taken per sample (paper).
-  ``example_weights`` [B] make each loss a weighted mean over the batch (deferred re-weighting).
+  Margins lower the true class's logit by ``scale * m_y``; like the additive rows they are mixed by w
+  (continuous) or taken per sample (paper). ``example_weights`` [B] make each loss a weighted mean over
+  the batch (deferred re-weighting).
   """
-  shift = _per_sample_rows(target_weights, adjust, mode)
-  adjusted = logits + shift[:, None, :]
-  if margins is not None:
-    margin = _per_sample_rows(target_weights, margins, mode)           # [P, K]
-    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)   # [B, K]
+  adjusted = logits + _per_sample_rows(target_weights, anchors.additive, mode)[:, None, :]
+  if anchors.has_margins:
+    margin = _per_sample_rows(target_weights, anchors.margins, mode)              # [P, K]
+    one_hot = jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)        # [B, K]
     adjusted = adjusted - scale * margin[:, None, :] * one_hot[None]
   return cross_entropy(adjusted, labels, example_weights)
-
-
-def mixed_losses(loss_of_labels, labels: jnp.ndarray, partner_labels: jnp.ndarray,
-                 lam: jnp.ndarray) -> jnp.ndarray:
-  """Mixup's loss ``lam * L(y_a) + (1 - lam) * L(y_b)`` for a function ``labels -> losses``."""
-  return lam * loss_of_labels(labels) + (1.0 - lam) * loss_of_labels(partner_labels)
 
 
 def diversity(expert_logits: jnp.ndarray, temperature: float) -> jnp.ndarray:

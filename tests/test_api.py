@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from hyperlt import api, cli, preference
-from hyperlt.analysis import evaluate
 from hyperlt.errors import UserInputError
+from hyperlt.inference import predictor as predictor_lib
+from hyperlt.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")
@@ -23,14 +24,11 @@ def test_predict_is_the_evaluation_path(model, trained_run):
   probs = model.predict(images, alpha)
   assert probs.shape == (150, data.num_classes) and probs.dtype == np.float32
   np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
-  feats = evaluate.test_features(trained_run)[:, :150]
-  shift = trained_run.model.prediction_shift(data.prior)
-  logits = np.asarray(evaluate.logits(trained_run.model, trained_run.state.params, feats, alpha[None]))[0]
-  if shift is not None:
-    logits = logits + np.asarray(shift)
+  evaluation = Predictor.for_run(trained_run)               # what hyperlt evaluate uses
+  feats = evaluation.features(data.test_x)[:, :150]
+  logits = np.asarray(evaluation.logits(feats, alpha[None]))[0]   # with the run's post-hoc shift
   np.testing.assert_allclose(probs, np.asarray(jax.nn.softmax(logits, axis=-1)), atol=1e-5)
-  classes = evaluate.predict_classes(trained_run.model, trained_run.state.params, feats, alpha[None], shift=shift)[0]
-  np.testing.assert_array_equal(probs.argmax(-1), classes)
+  np.testing.assert_array_equal(probs.argmax(-1), evaluation.classes(feats, alpha[None])[0])
 
 
 def test_preference_changes_the_prediction_and_defaults_to_uniform(model, trained_run):
@@ -50,12 +48,14 @@ def test_single_channel_images_may_omit_the_channel_axis(model, trained_run):
 
 
 def test_no_recompilation_across_calls(model, trained_run):
+  """One compilation per size bucket (a power of two up to the batch size), none per preference."""
   images = trained_run.data.test_x
-  model.predict(images[:3], "1,0,0")
-  compiled = api._probabilities._cache_size()
-  for n, pref in ((1, "0,1,0"), (64, "0.2,0.2,0.6"), (130, [3, 1, 0]), (7, "0,0,1")):
+  for n in (1, 7, 64, 130):                       # buckets 1, 8, 64 and 64 (130 = 64 + 64 + 2)
+    model.predict(images[:n], "1,0,0")
+  compiled = (predictor_lib._features._cache_size(), predictor_lib._predict._cache_size())
+  for n, pref in ((1, "0,1,0"), (5, "0.2,0.2,0.6"), (33, [3, 1, 0]), (200, "0,0,1"), (8, [1, 1, 1])):
     model.predict(images[:n], pref)
-  assert api._probabilities._cache_size() == compiled
+  assert (predictor_lib._features._cache_size(), predictor_lib._predict._cache_size()) == compiled
 
 
 @pytest.mark.parametrize("images, message", [

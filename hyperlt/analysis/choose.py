@@ -33,12 +33,13 @@ from typing import Sequence
 import numpy as np
 
 from hyperlt import preference
-from hyperlt.analysis import evaluate
+from hyperlt.analysis import format as fmt
 from hyperlt.analysis import metrics
+from hyperlt.analysis.sweep import check_alphas
 from hyperlt.data import longtail, suites
 from hyperlt.errors import UserInputError, require
-from hyperlt.analysis.sweep import check_alphas
-from hyperlt.training.loop import Run
+from hyperlt.inference.predictor import Predictor
+from hyperlt.workdir.run import Run
 
 METRICS: tuple[str, ...] = ("all", "many", "medium", "few", "balanced_accuracy", "ece")
 LOWER_IS_BETTER = frozenset({"ece"})
@@ -138,7 +139,7 @@ class Choice:
 
 
 def _require_validation(run: Run) -> None:
-  require(run.data is not None, "choose: the run was loaded without its data; use train.load(workdir)")
+  require(run.data is not None, "choose: the run was loaded without its data; load it with with_data=True")
   fraction = run.config.data.val_fraction
   # List-file sources may bring their own validation list, so the images decide, not the fraction alone.
   require(len(run.data.val_y) > 0,
@@ -152,12 +153,10 @@ def validation_estimates(run: Run, alphas: np.ndarray, wanted: Sequence[Metric],
   """``{str(metric): values [P]}`` estimated on the validation split for raw preferences alphas [P, T]."""
   _require_validation(run)
   data = run.data
+  predictor = Predictor.for_run(run)
   if features is None:
-    features = evaluate.extract_features(run.model, run.state.params, run.state.batch_stats, data.val_x,
-                                         data.mean, data.std, run.config.train.eval_batch_size,
-                                         mesh=evaluate.evaluation_mesh(run))
-  shift = run.model.prediction_shift(data.prior)
-  classes = evaluate.predict_classes(run.model, run.state.params, features, alphas, shift=shift)
+    features = predictor.features(data.val_x)
+  classes = predictor.classes(features, alphas)
   labels = np.asarray(data.val_y)
   num_classes = data.num_classes
   recall = metrics.per_class_recall(classes, labels, num_classes)
@@ -171,7 +170,7 @@ def validation_estimates(run: Run, alphas: np.ndarray, wanted: Sequence[Metric],
       values = metrics.balanced_accuracy(recall)
     elif metric.name == "ece":
       if confidences is None:
-        confidences = evaluate.predict_confidences(run.model, run.state.params, features, alphas, shift=shift)
+        confidences = predictor.confidences(features, alphas)
       values = metrics.expected_calibration_error(confidences, classes == labels,
                                                   weights=metrics.prior_weights(labels, prior))
     else:
@@ -267,7 +266,7 @@ def _infeasible_message(bounds: Sequence[Bound], values: dict[str, np.ndarray], 
       continue
     i = int(np.nanargmax(v) if bound.op == ">=" else np.nanargmin(v))
     reach = "largest" if bound.op == ">=" else "smallest"
-    pref = ",".join(f"{x:.3g}" for x in alphas[i])
+    pref = fmt.preference(alphas[i], digits=3)
     met = "met alone" if bound.holds(v).any() else "cannot be met"
     parts.append(f"{bound}: {met}; {reach} {bound.metric} is {v[i]:.3f} at {pref}")
   return (f"--subject-to: no preference of the {len(alphas)} candidates meets every bound on the validation "
@@ -276,15 +275,15 @@ def _infeasible_message(bounds: Sequence[Bound], values: dict[str, np.ndarray], 
 
 def format_choice(choice: Choice, workdir: str | None = None) -> str:
   """A human-readable report of a choice."""
-  pref = ",".join(f"{v:.4g}" for v in choice.preference)
-  fmt = lambda v: "-" if v is None else f"{v:.4f}"
+  pref = fmt.preference(choice.preference)
+  fraction = lambda v: "-" if v is None else f"{v:.4f}"
   lines = [f"Chosen preference: {pref}  ({', '.join(choice.anchors)})",
-           f"  {choice.direction} {choice.objective}: {fmt(choice.value)}"]
+           f"  {choice.direction} {choice.objective}: {fraction(choice.value)}"]
   for b in choice.bounds:
-    lines.append(f"  subject to {b}: {fmt(choice.validation[str(b.metric)])}")
+    lines.append(f"  subject to {b}: {fraction(choice.validation[str(b.metric)])}")
   lines.append(f"  {choice.feasible} of {choice.grid_size} candidate preferences meet every bound")
   lines.append(f"Validation estimates at this preference ({choice.num_val} held-out training images):")
-  lines.append("  " + "  ".join(f"{k} {fmt(v)}" for k, v in choice.validation.items()))
+  lines.append("  " + "  ".join(f"{k} {fraction(v)}" for k, v in choice.validation.items()))
   lines.append("Estimated on the validation split only; no test image was used.")
   lines += [f"Note: {w}" for w in choice.warnings]
   if workdir is not None:

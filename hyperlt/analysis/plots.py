@@ -20,6 +20,7 @@ import numpy as np
 from matplotlib import tri as mtri
 from matplotlib.figure import Figure
 
+from hyperlt.analysis import format as fmt
 from hyperlt.analysis import metrics
 from hyperlt.analysis.sweep import SweepResult
 
@@ -71,13 +72,13 @@ def simplex_figure(result: SweepResult) -> Figure | None:
     ax.plot(*np.vstack([_TERNARY_VERTICES, _TERNARY_VERTICES[:1]]).T, color="black", lw=1)
     ax.scatter(xy[:, 0], xy[:, 1], s=5, color="black", alpha=0.35, linewidths=0, label="grid preference")
     best = int(np.nanargmax(acc))
-    pref = ",".join(f"{v:.2g}" for v in result.preferences[best])
+    pref = fmt.preference(result.preferences[best], digits=2)
     ax.scatter(*xy[best], marker="*", s=260, color="red", edgecolors="white", linewidths=1, zorder=5,
                label=f"best: {pref} ({acc[best]:.1f}%)")
     for j, (vx, vy) in enumerate(_TERNARY_VERTICES):
       offset = (0, 0.08) if j == 1 else (-0.02, -0.08) if j == 0 else (0.02, -0.08)
       ha = "center" if j == 1 else "left" if j == 2 else "right"
-      vertex = ",".join("1" if k == j else "0" for k in range(3))
+      vertex = fmt.preference(np.eye(3)[j])
       ax.text(vx + offset[0], vy + offset[1], result.anchors[j], ha=ha, va="center", fontsize=11,
               fontweight="bold")
       ax.text(vx + offset[0], vy + offset[1] + (0.065 if j == 1 else -0.065), f"({vertex})", ha=ha,

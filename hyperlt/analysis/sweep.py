@@ -6,9 +6,9 @@ A sweep is ``hyperlt evaluate`` with P preferences instead of one, on the same d
     grid alphas [P, T] --(hypernetwork, heads, combine; vmapped over P)--> classes [P, N], confidences [P, N]
     index subsets (11 test sets, shot groups, optional extra suites) --> metrics [P, S, ...]
 
-The preferences are a batch axis of one compiled call (``evaluate.predict_classes``); nothing loops over
+The preferences are a batch axis of one compiled call (``Predictor.classes``); nothing loops over
 them in Python, and the metrics are computed for all P at once per test set. The accuracy tables equal
-``hyperlt evaluate --json`` for every grid point (tests/test_sweep.py checks this).
+``hyperlt evaluate --json`` for every grid point (tests/analysis/test_sweep.py checks this).
 
 Metrics per preference p and test set S (indices into the balanced test set):
 
@@ -30,10 +30,12 @@ import numpy as np
 
 from hyperlt import preference
 from hyperlt.analysis import evaluate
+from hyperlt.analysis import format as fmt
 from hyperlt.analysis import metrics
 from hyperlt.data import suites as suites_lib
 from hyperlt.errors import require
-from hyperlt.training.loop import Run
+from hyperlt.inference.predictor import Predictor
+from hyperlt.workdir.run import Run
 
 GROUP_NAMES = evaluate.GROUP_NAMES
 STANDARD = "standard"
@@ -130,7 +132,7 @@ def sweep(run: Run, step: float = DEFAULT_STEP, *, alphas: np.ndarray | None = N
   """Scores every preference of ``preference.simplex_grid(T, step)`` (or the given ``alphas`` [P, T]).
 
   Args:
-    run: a trained run with its data (``train.load(workdir)``).
+    run: a trained run with its data (``hyperlt.workdir.run.load(workdir)``).
     step: grid spacing; 0.1 gives 66 points and 0.05 gives 231 for T = 3.
     alphas: explicit raw preferences instead of the grid.
     suites: extra test suites from hyperlt.data.suites ("partial", "dirichlet"; a list or "a,b").
@@ -138,17 +140,16 @@ def sweep(run: Run, step: float = DEFAULT_STEP, *, alphas: np.ndarray | None = N
     ece_bins: bins of the expected calibration error.
   """
   data = run.data
-  require(data is not None, "sweep: the run was loaded without its data; use train.load(workdir)")
+  require(data is not None, "sweep: the run was loaded without its data; load it with with_data=True")
   if isinstance(suites, str):   # "partial,dirichlet", as on the command line
     suites = [s.strip() for s in suites.split(",") if s.strip()]
   num_experts = run.model.num_experts
   alphas = preference.simplex_grid(num_experts, step) if alphas is None else check_alphas(alphas, num_experts)
   if features is None:
     features = evaluate.test_features(run)
-  shift = run.model.prediction_shift(data.prior)
-  params = run.state.params
-  classes = evaluate.predict_classes(run.model, params, features, alphas, shift=shift)
-  confidences = evaluate.predict_confidences(run.model, params, features, alphas, shift=shift)
+  predictor = Predictor.for_run(run)
+  classes = predictor.classes(features, alphas)
+  confidences = predictor.confidences(features, alphas)
   labels = np.asarray(data.test_y)
   correct = classes == labels
 
@@ -206,10 +207,6 @@ def write(result: SweepResult, out_dir: str | pathlib.Path) -> list[pathlib.Path
   return paths
 
 
-def format_preference(alpha: Sequence[float]) -> str:
-  return ",".join(f"{float(v):.4g}" for v in alpha)
-
-
 def format_summary(result: SweepResult) -> str:
   """Per standard test set: the best preference and its accuracy, and the accuracy at each vertex (%)."""
   vertices = result.vertex_indices()
@@ -220,7 +217,7 @@ def format_summary(result: SweepResult) -> str:
       continue
     column = result.accuracy[:, s, 0]
     best = int(np.nanargmax(column))
-    at_vertices = "".join(f"{'-':>11}" if v is None else f"{100 * column[v]:>11.2f}" for v in vertices)
-    lines.append(f"{name:<11}  {format_preference(result.preferences[best]):<17}{100 * column[best]:>7.2f}"
+    at_vertices = "".join(fmt.percent(None if v is None else column[v], width=11) for v in vertices)
+    lines.append(f"{name:<11}  {fmt.preference(result.preferences[best]):<17}{fmt.percent(column[best], width=7)}"
                  + at_vertices)
   return "\n".join(lines)

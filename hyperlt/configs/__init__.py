@@ -5,6 +5,10 @@ either by a bundled name (``digits``, ``cifar_lt``) or a path, with an optional 
 big_vision (``cifar_lt:c10,ir100``). Overrides are ``dotted.key=value`` strings; values are read as
 Python literals when they parse as one (``0.05``, ``(1, 1, 1)``, ``True``) and as strings otherwise.
 The config is locked, so a misspelt key is an error rather than a silently ignored setting.
+
+A ``method`` preset (hyperlt.configs.presets) is applied when the method is chosen: by :func:`override`
+for ``method=NAME`` (first, so the other overrides win) and by :func:`load` for a config file that assigns
+``method``. :func:`validate` only checks.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import importlib.util
 import json
 import math
 import pathlib
-from typing import Iterable
+from typing import Any, Iterable
 
 import ml_collections
 
@@ -46,6 +50,11 @@ def load(spec: str = DEFAULT) -> ml_collections.ConfigDict:
     config = module.get_config(variant) if variant else module.get_config()
   except ValueError as e:
     raise UserInputError(f"--config {spec}: {e}") from None
+  from hyperlt.configs import presets  # pylint: disable=g-import-not-at-top
+  require(isinstance(config, ml_collections.ConfigDict),
+          f"--config {spec}: get_config() returned a {type(config).__name__}, expected an ml_collections.ConfigDict")
+  if config.get("method"):
+    presets.fill(config)  # a config file that assigns method gets the preset beneath its own settings
   config.lock()
   return config
 
@@ -86,42 +95,63 @@ def _valid_keys(section: ml_collections.ConfigDict, prefix: str) -> list[str]:
 
 
 def override(config: ml_collections.ConfigDict, assignments: Iterable[str]) -> ml_collections.ConfigDict:
-  """Applies ``key=value`` assignments in place; unknown keys and wrong types raise UserInputError."""
-  for assignment in assignments:
-    key, sep, text = assignment.partition("=")
-    require(bool(sep) and bool(key), f"override {assignment!r}: expected dotted.key=value")
-    *parents, leaf = key.split(".")
-    section = config
-    for depth, part in enumerate(parents):
-      prefix = ".".join(parents[:depth])
-      require(part in section and isinstance(section[part], ml_collections.ConfigDict),
-              f"unknown config key {key!r}: no section {part!r}; sections: "
-              f"{', '.join(k for k in section.keys() if isinstance(section[k], ml_collections.ConfigDict)) or '-'}"
-              + (f" under {prefix}" if prefix else ""))
-      section = section[part]
-    require(leaf in section and not isinstance(section[leaf], ml_collections.ConfigDict),
-            f"unknown config key {key!r}; valid keys here: {', '.join(_valid_keys(section, '.'.join(parents) + '.' if parents else ''))}")
-    value = _parse_value(text)
-    current = section[leaf]
-    if isinstance(current, tuple) and isinstance(value, str):
-      value = tuple(_parse_value(v.strip()) for v in text.split(",") if v.strip())
-    elif isinstance(current, tuple) and not isinstance(value, tuple):
-      value = (value,)
-    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    if isinstance(current, bool) != isinstance(value, bool) or (
-        type(current) in (int, float, str, tuple) and not isinstance(value, type(current))):
-      raise UserInputError(f"config key {key!r}: expected a {type(current).__name__} like {current!r}, got {text!r}")
-    section[leaf] = value
+  """Applies ``key=value`` assignments in place; unknown keys and wrong types raise UserInputError.
+
+  ``method=NAME`` goes first, wherever it stands: it applies the preset (:func:`presets.apply`), and the
+  other assignments then override its fields in their order.
+  """
+  from hyperlt.configs import presets  # pylint: disable=g-import-not-at-top
+  assignments = list(assignments)
+  chooses_method = lambda assignment: assignment.partition("=")[0] == "method"
+  for assignment in sorted(assignments, key=lambda assignment: not chooses_method(assignment)):
+    section, leaf, value = _parse_assignment(config, assignment)
+    if section is config and leaf == "method":
+      presets.apply(config, value)
+    else:
+      section[leaf] = value
   return config
 
 
+def _parse_assignment(config: ml_collections.ConfigDict, assignment: str) -> tuple[ml_collections.ConfigDict, str, Any]:
+  """(section, leaf, value) of one ``key=value`` assignment, the value type-checked against the field's."""
+  key, sep, text = assignment.partition("=")
+  require(bool(sep) and bool(key), f"override {assignment!r}: expected dotted.key=value")
+  *parents, leaf = key.split(".")
+  section = config
+  for depth, part in enumerate(parents):
+    prefix = ".".join(parents[:depth])
+    require(part in section and isinstance(section[part], ml_collections.ConfigDict),
+            f"unknown config key {key!r}: no section {part!r}; sections: "
+            f"{', '.join(k for k in section.keys() if isinstance(section[k], ml_collections.ConfigDict)) or '-'}"
+            + (f" under {prefix}" if prefix else ""))
+    section = section[part]
+  valid = ", ".join(_valid_keys(section, ".".join(parents) + "." if parents else ""))
+  require(leaf in section and not isinstance(section[leaf], ml_collections.ConfigDict),
+          f"unknown config key {key!r}; valid keys here: {valid}")
+  value = _parse_value(text)
+  current = section[leaf]
+  if isinstance(current, tuple) and isinstance(value, str):
+    value = tuple(_parse_value(v.strip()) for v in text.split(",") if v.strip())
+  elif isinstance(current, tuple) and not isinstance(value, tuple):
+    value = (value,)
+  if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+    value = float(value)
+  if isinstance(current, bool) != isinstance(value, bool) or (
+      type(current) in (int, float, str, tuple) and not isinstance(value, type(current))):
+    raise UserInputError(f"config key {key!r}: expected a {type(current).__name__} like {current!r}, got {text!r}")
+  return section, leaf, value
+
+
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Applies the ``method`` preset (see hyperlt.configs.presets), then checks ranges and cross-field
-  consistency; each failure names the field."""
-  from hyperlt.configs import presets as methods  # pylint: disable=g-import-not-at-top
+  """Checks ranges and cross-field consistency and returns ``config`` unchanged; each failure names the
+  field. It never applies a preset (see hyperlt.configs.presets for when that happens)."""
+  from hyperlt.configs import presets  # pylint: disable=g-import-not-at-top
   from hyperlt.models.expert_model import BACKBONES  # pylint: disable=g-import-not-at-top
-  methods.apply(config)
+  if config.method:
+    presets.get(config.method)
+    require(presets.is_applied(config),
+            f"method: {config.method!r} is named but its preset was never applied (none of its fields is set); "
+            f"select it with presets.apply(config, {config.method!r}) or the override method={config.method}")
   d, m, l, p, o = config.data, config.model, config.loss, config.preference, config.optim
   require(d.imbalance_ratio >= 1, f"data.imbalance_ratio: expected >= 1, got {d.imbalance_ratio}")
   require(d.n_max >= 0, f"data.n_max: expected >= 0 (0 = smallest class count), got {d.n_max}")

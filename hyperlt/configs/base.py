@@ -6,9 +6,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
-  # A method preset from hyperlt.configs.presets (ce, balanced_softmax, logit_adjust, sade, balpoe, ride, prl,
-  # prl_paper, prl_code); "" = the fields as set. validate() fills the preset's fields that are still at
-  # their defaults here, so explicit settings win over the preset.
+  # The method preset the config started from (hyperlt.configs.presets: ce, balanced_softmax, sade, balpoe,
+  # ride, prl, ...); "" = none. The preset is applied when the method is chosen (the override method=NAME,
+  # presets.apply, or a config file's assignment read by configs.load); later settings win.
   c.method = ""
 
   c.data = ml_collections.ConfigDict()

@@ -10,8 +10,8 @@ and ``data.n_max`` do not apply. Classes are renumbered by training frequency (t
 becomes 0, ties keep the list's order), as everywhere in hyperlt, so the forward/backward test sets and
 the shot groups follow the long tail; ``class_names[c]`` is the list file's own label of class ``c``.
 
-Images stay on disk: :class:`ListData` holds paths and labels, and pixels are decoded on demand by
-:mod:`hyperlt.data.streaming` (random-resized crops for training, resize plus centre crop for tests).
+This module only reads lists (a leaf of the data layer). Images stay on disk: pixels are decoded on demand
+by :mod:`hyperlt.data.streaming`, and :class:`hyperlt.data.streamed.StreamedData` is the run's data.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ SOURCE = "lists"
 # How many entries of each list are checked for existence before training starts; the rest are
 # reported (with their list line) when a worker fails to open them.
 _CHECK_FIRST = 8
-_STATS_SAMPLE = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,90 +96,21 @@ def frequency_order(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 @dataclasses.dataclass(frozen=True)
-class ListData:
-  """A run's data from list files; the same facts as ``pipeline.Prepared`` with images left on disk.
+class RunLists:
+  """The lists of one run: classes renumbered by training frequency, validation held out if asked."""
 
-  ``train_x``, ``val_x`` and ``test_x`` are lazily decoded views (test transform) that index like uint8
-  arrays ``[N, S, S, 3]``, so evaluation code written for in-memory arrays works unchanged.
-  """
-
-  name: str
-  class_names: tuple[str, ...]
   train: ImageList
   val: ImageList | None
   test: ImageList
-  class_counts: np.ndarray
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  test_sets: dict[str, np.ndarray]
-  groups: dict[str, np.ndarray]
-  image_size: int
-  resize: int
-  workers: int
-
-  @property
-  def num_classes(self) -> int:
-    return len(self.class_names)
-
-  @property
-  def image_shape(self) -> tuple[int, int, int]:
-    return (self.image_size, self.image_size, 3)
-
-  @property
-  def prior(self) -> np.ndarray:
-    return longtail.prior_from_counts(self.class_counts)
-
-  @property
-  def train_y(self) -> np.ndarray:
-    return self.train.labels
-
-  @property
-  def val_y(self) -> np.ndarray:
-    return self.val.labels if self.val is not None else np.zeros(0, np.int32)
-
-  @property
-  def test_y(self) -> np.ndarray:
-    return self.test.labels
-
-  def _view(self, images: ImageList | None):
-    from hyperlt.data import streaming  # pylint: disable=g-import-not-at-top
-    return streaming.DecodedImages(images, self.image_size, self.resize, self.workers)
-
-  @property
-  def train_x(self):
-    return self._view(self.train)
-
-  @property
-  def val_x(self):
-    return self._view(self.val)
-
-  @property
-  def test_x(self):
-    return self._view(self.test)
-
-  def describe(self) -> dict:
-    """JSON-ready facts stored beside checkpoints (the keys of ``Prepared.describe`` plus the lists)."""
-    return {"dataset": self.name, "class_names": list(self.class_names),
-            "class_counts": [int(c) for c in self.class_counts], "image_shape": list(self.image_shape),
-            "mean": list(self.mean), "std": list(self.std), "num_train": len(self.train),
-            "num_val": len(self.val_y), "num_test": len(self.test),
-            "test_set_sizes": {k: int(len(v)) for k, v in self.test_sets.items()},
-            "groups": {k: [int(c) for c in np.flatnonzero(v)] for k, v in self.groups.items()},
-            "lists": {"root": str(self.train.root), "train": self.train.source,
-                      "val": self.val.source if self.val is not None else "", "test": self.test.source}}
+  class_names: tuple[str, ...]   # class_names[c] = the list files' label of class c
 
 
-def estimate_stats(images: ImageList, image_size: int, resize: int, workers: int,
-                   seed: int = 0) -> tuple[tuple[float, ...], tuple[float, ...]]:
-  """Per-channel mean and std (0..1 scale) of a seeded sample of up to 256 training images."""
-  from hyperlt.data import pipeline, streaming  # pylint: disable=g-import-not-at-top
-  take = np.sort(np.random.default_rng(seed).permutation(len(images))[:_STATS_SAMPLE])
-  pixels = streaming.DecodedImages(images, image_size, resize, workers)[take]
-  return pipeline.channel_stats(pixels)
+def read_lists(data: ml_collections.ConfigDict) -> RunLists:
+  """The lists named by a validated ``config.data`` with ``source = "lists"`` (see the module docstring).
 
-
-def prepare(data: ml_collections.ConfigDict) -> ListData:
-  """The :class:`ListData` described by a validated ``config.data`` with ``source = "lists"``."""
+  Without ``data.val_list``, a stratified ``data.val_fraction`` of the training list is held out for
+  validation (seeded by ``data.subset_seed``).
+  """
   require(bool(data.root), "data.root: the image directory the list files are relative to is required "
           "for data.source='lists'")
   require(pathlib.Path(data.root).is_dir(), f"data.root: {data.root} is not a directory")
@@ -205,21 +135,9 @@ def prepare(data: ml_collections.ConfigDict) -> ListData:
   if val is None and data.val_fraction > 0:
     keep, held = longtail.validation_split(train.labels, data.val_fraction, seed=data.subset_seed)
     train, val = train.subset(keep), train.subset(held)
-  class_counts = np.bincount(train.labels, minlength=num_classes)
-  require(bool(np.all(class_counts > 0)), "data.val_fraction: the validation split left a class without "
-          "training images; lower data.val_fraction")
-  if data.mean:
-    require(len(data.mean) == 3, f"data.mean: expected 3 values (RGB), got {len(data.mean)}")
-    mean, std = tuple(data.mean), tuple(data.std)
-  else:
-    mean, std = estimate_stats(train, data.image_size, data.resize, data.workers, seed=data.subset_seed)
-  name = pathlib.Path(data.train_list).stem
-  return ListData(
-      name=name, class_names=tuple(str(int(c)) for c in order), train=train, val=val, test=test,
-      class_counts=class_counts, mean=mean, std=std,
-      test_sets=longtail.all_test_sets(test.labels, seed=data.test_seed),
-      groups=longtail.shot_groups(class_counts, many_above=data.many_above, few_below=data.few_below),
-      image_size=data.image_size, resize=data.resize, workers=data.workers)
+  require(bool(np.all(np.bincount(train.labels, minlength=num_classes) > 0)), "data.val_fraction: the "
+          "validation split left a class without training images; lower data.val_fraction")
+  return RunLists(train, val, test, tuple(str(int(c)) for c in order))
 
 
 def write_example_tree(root: str | pathlib.Path, train_counts: Sequence[int], test_per_class: int,
@@ -259,3 +177,4 @@ def write_example_tree(root: str | pathlib.Path, train_counts: Sequence[int], te
     lists[split] = root / f"{split}.txt"
     lists[split].write_text("".join(lines[i] + "\n" for i in order))
   return lists["train"], lists["test"]
+

@@ -146,6 +146,35 @@ def longtail_indices(labels: np.ndarray, imbalance_ratio: float, n_max: int | No
 _TEST_SET_RE = re.compile(r"^(forward|backward)(\d+)$")
 
 
+def parse_test_set(name: str) -> tuple[str, float]:
+  """``(direction, rho)`` of a test-agnostic test set name: ``"forward50"`` -> ``("forward", 50.0)``,
+  ``"backward2"`` -> ``("backward", 2.0)``, ``"uniform"`` -> ``("uniform", 1.0)``.
+
+  The one reader of these names: the counts (:func:`test_set_counts`) and the priors
+  (:func:`hyperlt.data.suites.test_set_prior`) both take the shape of a set from here.
+
+  Raises:
+    UserInputError: ``name`` is not one of :data:`TEST_SET_NAMES`.
+  """
+  require(name in TEST_SET_NAMES, f"unknown test set {name!r}; expected one of: {', '.join(TEST_SET_NAMES)}")
+  if name == "uniform":
+    return "uniform", 1.0
+  direction, rho = _TEST_SET_RE.match(name).groups()
+  return direction, float(rho)
+
+
+def decay_exponents(direction: str, num_classes: int) -> np.ndarray:
+  """``t_c`` of the profile ``rho^(-t_c)`` over ``K >= 2`` classes in training-frequency order.
+
+  forward: ``t_c = c / (K-1)`` (the head keeps most); backward: ``t_c = (K-1-c) / (K-1)`` (the tail
+  keeps most); uniform: ``t_c = 0``.
+  """
+  if direction == "uniform":
+    return np.zeros(num_classes)
+  exponents = np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
+  return exponents[::-1] if direction == "backward" else exponents
+
+
 def test_set_counts(name: str, m: int, num_classes: int) -> np.ndarray:
   """Per-class image counts of one of the test-agnostic test sets.
 
@@ -163,18 +192,13 @@ def test_set_counts(name: str, m: int, num_classes: int) -> np.ndarray:
   Returns:
     int64 array of shape ``[K]``.
   """
-  require(name in TEST_SET_NAMES,
-          f"unknown test set {name!r}; expected one of: {', '.join(TEST_SET_NAMES)}")
+  direction, rho = parse_test_set(name)
   require(isinstance(m, (int, np.integer)) and m >= 1, f"m must be a positive integer, got {m!r}")
   require(isinstance(num_classes, (int, np.integer)) and num_classes >= 1,
           f"num_classes must be a positive integer, got {num_classes!r}")
-  if name == "uniform" or num_classes == 1:
+  if num_classes == 1:
     return np.full(num_classes, m, dtype=np.int64)
-  direction, rho = _TEST_SET_RE.match(name).groups()
-  exponents = np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
-  if direction == "backward":
-    exponents = exponents[::-1]
-  return _floor_decay(m, float(rho), exponents)
+  return _floor_decay(m, rho, decay_exponents(direction, num_classes))
 
 
 def test_set_indices(labels: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
@@ -192,10 +216,9 @@ def test_set_indices(labels: np.ndarray, name: str, seed: int = 0) -> np.ndarray
   Returns:
     int64 indices, sorted ascending.
   """
-  require(name in TEST_SET_NAMES,
-          f"unknown test set {name!r}; expected one of: {', '.join(TEST_SET_NAMES)}")
+  direction, _ = parse_test_set(name)
   labels = _check_labels(labels, "test labels")
-  if name == "uniform":
+  if direction == "uniform":
     return np.arange(len(labels), dtype=np.int64)
   class_counts = np.bincount(labels)
   require(class_counts.min() >= 1,

@@ -24,7 +24,11 @@ same whatever the number of threads or processes, and a resumed run sees the bat
 :class:`Loader` yields an epoch's global batches in order. A producer thread keeps ``prefetch`` batches
 being decoded and up to ``prefetch`` finished batches already transferred to the device (through the
 ``put`` callback) in a bounded queue, so the training step finds its next batch waiting as long as
-decoding keeps up with the step (see docs/performance.md for measurements).
+decoding keeps up with the step (see docs/performance.md for measurements). :class:`DecodedImages` is the
+evaluation side: an array-like view that decodes the slices it is asked for.
+
+Each loader and each view owns its threads and ends them in ``close()`` (both are context managers);
+there is no pool shared across the module.
 """
 
 from __future__ import annotations
@@ -36,15 +40,13 @@ import os
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
+from hyperlt.data.lists import ImageList
 from hyperlt.errors import UserInputError, require
-
-if TYPE_CHECKING:
-  from hyperlt.data.lists import ImageList
 
 _ASPECT_RANGE = (3.0 / 4.0, 4.0 / 3.0)
 _CROP_TRIES = 10
@@ -97,7 +99,7 @@ def _draft(img: Image.Image, box: Box, size: int) -> Box:
   return (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
 
 
-def _crop_resized(images: "ImageList", i: int, size: int, box_of: Callable[[int, int], Box]) -> Image.Image:
+def _crop_resized(images: ImageList, i: int, size: int, box_of: Callable[[int, int], Box]) -> Image.Image:
   """Image ``i`` of the list, the region ``box_of(width, height)`` resized to ``size x size`` RGB."""
   path = images.path(i)
   try:
@@ -110,7 +112,7 @@ def _crop_resized(images: "ImageList", i: int, size: int, box_of: Callable[[int,
     raise UserInputError(f"{images.where(i)}: cannot read image {path}: {e}") from None
 
 
-def decode_eval(images: "ImageList", i: int, size: int, resize: int) -> np.ndarray:
+def decode_eval(images: ImageList, i: int, size: int, resize: int) -> np.ndarray:
   """uint8 [size, size, 3]: the test transform of image ``i``."""
   return np.asarray(_crop_resized(images, i, size, lambda w, h: centre_box(w, h, size, resize)))
 
@@ -122,7 +124,7 @@ def _jitter(img: Image.Image, rng: np.random.Generator, strength: float) -> Imag
   return img
 
 
-def decode_train(images: "ImageList", i: int, size: int, rng: np.random.Generator, min_scale: float = 0.08,
+def decode_train(images: ImageList, i: int, size: int, rng: np.random.Generator, min_scale: float = 0.08,
                  flip: bool = True, color_jitter: float = 0.0) -> np.ndarray:
   """uint8 [size, size, 3]: the training transform of image ``i``, drawn from ``rng``."""
   img = _crop_resized(images, i, size, lambda w, h: random_resized_box(rng, w, h, min_scale))
@@ -133,33 +135,46 @@ def decode_train(images: "ImageList", i: int, size: int, rng: np.random.Generato
   return np.asarray(img)
 
 
-_pools: dict[int, concurrent.futures.ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
-def _shared_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
-  workers = default_workers(workers)
-  with _pools_lock:
-    if workers not in _pools:
-      _pools[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="hyperlt-decode")
-    return _pools[workers]
-
-
 class DecodedImages:
   """A read-only uint8 array view ``[N, size, size, 3]`` of a list's images under the test transform.
 
-  Indexing (an integer, a slice, an index or boolean array) decodes just those images with a thread
-  pool. After a contiguous slice the next slice of the same length is decoded in the background, so
-  code that walks the images in fixed-size chunks (feature extraction) overlaps decoding and compute.
+  Indexing (an integer, a slice, an index or boolean array) decodes just those images with the view's
+  own pool of ``workers`` threads. After a contiguous slice the next slice of the same length is
+  decoded in the background, so code that walks the images in fixed-size chunks (feature extraction)
+  overlaps decoding and compute.
+
+  The threads start with the first batch decoded and end with :meth:`close` (or leaving a ``with``
+  block); a closed view can still be read, and starts its threads again.
   """
 
   dtype = np.dtype(np.uint8)
   ndim = 4
 
-  def __init__(self, images: "ImageList | None", size: int, resize: int, workers: int = 0):
+  def __init__(self, images: ImageList | None, size: int, resize: int, workers: int = 0):
     self._images, self._size, self._resize = images, size, resize
-    self._pool = _shared_pool(workers)
+    self._workers = default_workers(workers)
+    self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+    self._lock = threading.Lock()
     self._ahead: tuple[int, int, list[concurrent.futures.Future]] | None = None
+
+  def _executor(self) -> concurrent.futures.ThreadPoolExecutor:
+    with self._lock:
+      if self._pool is None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(self._workers, thread_name_prefix="hyperlt-decode")
+      return self._pool
+
+  def close(self) -> None:
+    """Stops the decoding threads (pending read-ahead is dropped) and waits for them to end."""
+    with self._lock:
+      pool, self._pool, self._ahead = self._pool, None, None
+    if pool is not None:
+      pool.shutdown(wait=True, cancel_futures=True)
+
+  def __enter__(self) -> "DecodedImages":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
 
   @property
   def shape(self) -> tuple[int, int, int, int]:
@@ -169,7 +184,8 @@ class DecodedImages:
     return 0 if self._images is None else len(self._images)
 
   def _submit(self, index: Sequence[int]) -> list[concurrent.futures.Future]:
-    return [self._pool.submit(decode_eval, self._images, int(i), self._size, self._resize) for i in index]
+    pool = self._executor()
+    return [pool.submit(decode_eval, self._images, int(i), self._size, self._resize) for i in index]
 
   def _gather(self, futures: list[concurrent.futures.Future]) -> np.ndarray:
     if not futures:
@@ -232,7 +248,7 @@ class Loader:
     rows: the rows of each global batch this process decodes (multi-host); all rows if None.
   """
 
-  def __init__(self, images: "ImageList", batch_size: int, size: int, seed: int, *, min_scale: float = 0.08,
+  def __init__(self, images: ImageList, batch_size: int, size: int, seed: int, *, min_scale: float = 0.08,
                flip: bool = True, color_jitter: float = 0.0, workers: int = 0, prefetch: int = 2,
                put: Callable[[np.ndarray, np.ndarray], Any] | None = None, rows: slice | None = None):
     require(len(images) >= batch_size, f"optim.batch_size: {batch_size} exceeds the {len(images)} "

@@ -38,17 +38,11 @@ SUITES: tuple[str, ...] = ("partial", "dirichlet")
 
 def test_set_prior(name: str, num_classes: int) -> np.ndarray:
   """Class prior [K] (float64, sums to 1) that the test-agnostic test set ``name`` is drawn from."""
-  require(name in longtail.TEST_SET_NAMES,
-          f"unknown test set {name!r}; expected one of: {', '.join(longtail.TEST_SET_NAMES)}")
+  direction, rho = longtail.parse_test_set(name)
   require(num_classes >= 1, f"num_classes: expected >= 1, got {num_classes}")
-  if name == "uniform" or num_classes == 1:
-    return np.full(num_classes, 1.0 / num_classes)
-  direction = "forward" if name.startswith("forward") else "backward"
-  rho = float(name[len(direction):])
-  exponents = np.arange(num_classes, dtype=np.float64) / (num_classes - 1)
-  if direction == "backward":
-    exponents = exponents[::-1]
-  weights = rho ** -exponents
+  if num_classes == 1:
+    return np.ones(1)
+  weights = rho ** -longtail.decay_exponents(direction, num_classes)
   return weights / weights.sum()
 
 

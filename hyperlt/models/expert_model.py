@@ -21,8 +21,10 @@ import jax.numpy as jnp
 import ml_collections
 
 from hyperlt import preference
-from hyperlt.models import hypernet
+from hyperlt.models import conv
+from hyperlt.models import expert_split
 from hyperlt.models import heads
+from hyperlt.models import hypernet
 from hyperlt.models.imagenet_resnet import ARCHITECTURES, ImageNetResNet
 from hyperlt.models.resnet import CifarResNet
 
@@ -35,14 +37,14 @@ Params = Any
 class ExpertModel:
   """T experts on a shared trunk, with preference-generated (or fixed) cosine heads."""
 
-  backbone: CifarResNet | ImageNetResNet
+  backbone: expert_split.ExpertSplit  # CifarResNet or ImageNetResNet
   num_classes: int
   head: str = "hyper"
   hyper_hidden: tuple[int, ...] = (128, 128, 128)
   scale: float = 30.0
   combine: str = "weighted"
   posthoc_tau: float = 0.0
-  unrolled_experts: bool = False
+  experts: str = "vmap"  # a form of hyperlt.models.expert_split.FORMS
 
   @property
   def num_experts(self) -> int:
@@ -71,46 +73,11 @@ class ExpertModel:
 
   def features(self, params: Params, batch_stats: Params, images: jnp.ndarray,
                train: bool) -> tuple[jnp.ndarray, Params]:
-    """Features [T, B, d] of normalised images [B, H, W, C], and the updated batch statistics."""
-    if self.unrolled_experts and self.backbone.branch_stages > 0:
-      return self._features_unrolled(params, batch_stats, images, train)
+    """Features [T, B, d] of normalised images [B, H, W, C], and the updated batch statistics; the
+    experts are evaluated in the form ``experts`` names (see hyperlt.models.expert_split)."""
     variables = {"params": params["backbone"], "batch_stats": batch_stats["backbone"]}
-    if train:
-      feats, updates = self.backbone.apply(variables, images, train=True, mutable=["batch_stats"])
-      return feats, {"backbone": updates["batch_stats"]}
-    return self.backbone.apply(variables, images, train=False), batch_stats
-
-  def _features_unrolled(self, params: Params, batch_stats: Params, images: jnp.ndarray,
-                         train: bool) -> tuple[jnp.ndarray, Params]:
-    """The same function as the vmapped branches, applied expert by expert to the stacked parameters.
-
-    vmapping a convolution over stacked kernels lowers to a grouped convolution, which XLA:CPU runs
-    about 15x slower than T plain ones (one 3x3 conv layer's gradient at T=3, batch 128, 16x16x32:
-    2.0 s vmapped vs 0.13 s unrolled on 2 CPU cores; benchmarks/results/train_cpu.json measures the
-    whole branch stack as "vmap_over_loop"). Unrolling at trace time keeps one compiled step, the same
-    stacked parameters and so the same checkpoints; on GPU/TPU the vmapped form is used.
-    """
-    trunk, branch = self.backbone.parts()
-    p, s = params["backbone"], batch_stats["backbone"]
-    trunk_vars = {"params": p["trunk"], "batch_stats": s["trunk"]}
-    if train:
-      h, trunk_updates = trunk.apply(trunk_vars, images, train=True, mutable=["batch_stats"])
-    else:
-      h = trunk.apply(trunk_vars, images, train=False)
-    feats, stats = [], []
-    for j in range(self.num_experts):
-      expert_vars = jax.tree.map(lambda a, j=j: a[j], {"params": p["branches"], "batch_stats": s["branches"]})
-      if train:
-        f, updates = branch.apply(expert_vars, h, train=True, mutable=["batch_stats"])
-        stats.append(updates["batch_stats"])
-      else:
-        f = branch.apply(expert_vars, h, train=False)
-      feats.append(f)
-    feats = jnp.stack(feats).astype(jnp.float32)
-    if not train:
-      return feats, batch_stats
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), *stats)
-    return feats, {"backbone": {"trunk": trunk_updates["batch_stats"], "branches": stacked}}
+    feats, stats = expert_split.features(self.backbone, variables, images, train, self.experts)
+    return feats, {"backbone": stats}
 
   def r_hat(self, params: Params, alpha: jnp.ndarray) -> jnp.ndarray:
     """Effective preferences [P, T] from raw preferences alpha [P, T] (see hyperlt.preference)."""
@@ -142,6 +109,8 @@ class ExpertModel:
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertModel:
   """The model described by a validated ``config.model`` section; ``model.backbone`` picks the trunk."""
   dtype = jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32
+  # model.conv (hyperlt.models.conv), read with a default until the config schema declares the field.
+  conv_mode = getattr(model_config, "conv", "auto")
   if model_config.backbone == "resnet_cifar":
     backbone = CifarResNet(
         num_experts=model_config.num_experts,
@@ -149,6 +118,7 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertMo
         widths=tuple(model_config.widths),
         branch_stages=model_config.branch_stages,
         dtype=dtype,
+        conv=conv.resolve(conv_mode),
     )
   else:
     backbone = ImageNetResNet(
@@ -158,15 +128,16 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertMo
         width_multiplier=model_config.width_multiplier,
         branch_width=model_config.branch_width,
         dtype=dtype,
+        # "auto" is measured for the CIFAR network only: the ImageNet-style ones keep XLA's own gradient.
+        conv="xla" if conv_mode == "auto" else conv.resolve(conv_mode),
     )
   return ExpertModel(backbone=backbone, num_classes=num_classes, head=model_config.head,
                      hyper_hidden=tuple(model_config.hyper_hidden), scale=model_config.scale,
                      combine=model_config.combine, posthoc_tau=model_config.posthoc_tau,
-                     unrolled_experts=unrolled_experts(model_config.experts))
+                     experts=expert_split.resolve(model_config.experts))
 
 
 def unrolled_experts(mode: str) -> bool:
-  """``model.experts``: "vmap", "unrolled", or "auto" = unrolled on CPU (see _features_unrolled)."""
-  if mode == "auto":
-    return jax.default_backend() == "cpu"
-  return mode == "unrolled"
+  """Whether ``model.experts`` = ``mode`` evaluates the experts unrolled (kept for benchmarks/bench_train.py;
+  new code calls :func:`hyperlt.models.expert_split.resolve`)."""
+  return expert_split.resolve(mode) == "unrolled"

@@ -4,8 +4,8 @@ The network is ``stem (7x7/2 conv, 3x3/2 max-pool) -> stage_1 .. stage_4 -> glob
 stage a run of bottleneck blocks ``1x1 -> 3x3 (grouped, strided) -> 1x1 (x4 channels)`` with a projected
 shortcut where the shape changes (the stride sits on the 3x3 convolution, as in torchvision's v1.5).
 As in :mod:`hyperlt.models.resnet`, the first ``4 - branch_stages`` stages form the shared trunk and the
-last ``branch_stages`` are ONE vmapped module with a leading expert axis on its parameters and batch
-statistics, so ``images [B, H, W, C] -> features [T, B, d]``.
+last ``branch_stages`` are each expert's own; :mod:`hyperlt.models.expert_split` stacks them over the
+experts, so ``images [B, H, W, C] -> features [T, B, d]``.
 
 Published expert splits (SADE / RIDE; set ``model.branch_stages`` and ``model.branch_width``).
 ``branch_width`` is SADE's ``reduce_dimension``: it scales stages 3 and 4 whether they are per expert
@@ -27,10 +27,14 @@ network.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from hyperlt.models import conv as conv_lib
+from hyperlt.models.expert_split import ExpertSplit, ModuleFactory
 
 Dtype = Any
 EXPANSION = 4
@@ -58,11 +62,12 @@ def _batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=dtype)
 
 
-def _conv(features: int, kernel: int, strides: int = 1, groups: int = 1, dtype: Dtype = jnp.float32):
+def _conv(features: int, kernel: int, strides: int = 1, groups: int = 1, dtype: Dtype = jnp.float32,
+          impl: str = "xla"):
   pad = kernel // 2
-  return nn.Conv(features, (kernel, kernel), strides=(strides, strides), padding=((pad, pad), (pad, pad)),
-                 feature_group_count=groups, use_bias=False, dtype=dtype,
-                 kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
+  return conv_lib.make_conv(impl)(features, (kernel, kernel), strides=(strides, strides),
+                                  padding=((pad, pad), (pad, pad)), feature_group_count=groups, use_bias=False,
+                                  dtype=dtype, kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))
 
 
 class Bottleneck(nn.Module):
@@ -73,17 +78,19 @@ class Bottleneck(nn.Module):
   groups: int
   strides: int = 1
   dtype: Dtype = jnp.float32
+  conv: str = "xla"  # formulation of the convolutions (hyperlt.models.conv.IMPLS); parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     out_channels = self.planes * EXPANSION
-    y = nn.relu(_batch_norm(train, self.dtype)(_conv(self.inner, 1, dtype=self.dtype)(x)))
-    y = _conv(self.inner, 3, self.strides, self.groups, dtype=self.dtype)(y)
+    conv = functools.partial(_conv, dtype=self.dtype, impl=self.conv)
+    y = nn.relu(_batch_norm(train, self.dtype)(conv(self.inner, 1)(x)))
+    y = conv(self.inner, 3, self.strides, self.groups)(y)
     y = nn.relu(_batch_norm(train, self.dtype)(y))
-    y = _batch_norm(train, self.dtype)(_conv(out_channels, 1, dtype=self.dtype)(y))
+    y = _batch_norm(train, self.dtype)(conv(out_channels, 1)(y))
     shortcut = x
     if self.strides != 1 or x.shape[-1] != out_channels:
-      shortcut = _conv(out_channels, 1, self.strides, dtype=self.dtype)(x)
+      shortcut = conv(out_channels, 1, self.strides)(x)
       shortcut = _batch_norm(train, self.dtype)(shortcut)
     return nn.relu(y + shortcut)
 
@@ -102,13 +109,14 @@ class StageSpec:
 class Stages(nn.Module):
   specs: Sequence[StageSpec]
   dtype: Dtype = jnp.float32
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     for spec in self.specs:
       for b in range(spec.blocks):
         x = Bottleneck(spec.planes, spec.inner, spec.groups, spec.strides if b == 0 else 1,
-                       dtype=self.dtype)(x, train)
+                       dtype=self.dtype, conv=self.conv)(x, train)
     return x
 
 
@@ -118,24 +126,14 @@ class Trunk(nn.Module):
   stem_width: int
   specs: Sequence[StageSpec]
   dtype: Dtype = jnp.float32
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = _conv(self.stem_width, 7, strides=2, dtype=self.dtype)(x.astype(self.dtype))
+    x = _conv(self.stem_width, 7, strides=2, dtype=self.dtype, impl=self.conv)(x.astype(self.dtype))
     x = nn.relu(_batch_norm(train, self.dtype)(x))
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
-    return Stages(self.specs, dtype=self.dtype)(x, train)
-
-
-class Branch(nn.Module):
-  """One expert's private stages and global average pooling: [B, H, W, C] -> [B, d]."""
-
-  specs: Sequence[StageSpec]
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    return jnp.mean(Stages(self.specs, dtype=self.dtype)(x, train), axis=(1, 2))
+    return Stages(self.specs, dtype=self.dtype, conv=self.conv)(x, train)
 
 
 def stage_specs(arch: Architecture, branch_stages: int, width_multiplier: float, branch_width: float,
@@ -160,19 +158,17 @@ def stage_specs(arch: Architecture, branch_stages: int, width_multiplier: float,
   return tuple(specs)
 
 
-class ImageNetResNet(nn.Module):
-  """Shared trunk plus ``num_experts`` stacked branches: images [B, H, W, C] -> features [T, B, d].
+class ImageNetResNet(ExpertSplit):
+  """Bottleneck ResNet / ResNeXt with SADE's split: the last ``branch_stages`` of the 4 stages are per expert."""
 
-  Features are float32 whatever the compute dtype, because the cosine heads normalise them.
-  """
-
-  num_experts: int
   architecture: str = "resnext50_32x4d"
   branch_stages: int = 2
   width_multiplier: float = 1.0
   branch_width: float = 1.0
   stage_sizes: Sequence[int] = ()   # empty = the architecture's block counts
   dtype: Dtype = jnp.float32
+  # How every convolution is formulated (hyperlt.models.conv); the same parameters either way.
+  conv: str = "xla"
 
   @property
   def specs(self) -> tuple[StageSpec, ...]:
@@ -183,25 +179,15 @@ class ImageNetResNet(nn.Module):
   def feature_dim(self) -> int:
     return self.specs[-1].planes * EXPANSION
 
-  def parts(self) -> tuple[nn.Module, nn.Module]:
-    """Unbound (trunk, one expert's branch), for applying the stacked branches expert by expert."""
-    specs = self.specs
-    num_shared = len(specs) - self.branch_stages
-    stem_width = max(1, round(64 * self.width_multiplier))
-    # parent=None: free-standing modules, not children of this (unbound) one.
-    return (Trunk(stem_width, specs[:num_shared], dtype=self.dtype, parent=None),
-            Branch(specs[num_shared:], dtype=self.dtype, parent=None))
+  @property
+  def num_shared(self) -> int:
+    return len(self.specs) - self.branch_stages
 
-  @nn.compact
-  def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
-    specs = self.specs
-    num_shared = len(specs) - self.branch_stages
+  def trunk_factory(self) -> ModuleFactory:
     stem_width = max(1, round(64 * self.width_multiplier))
-    h = Trunk(stem_width, specs[:num_shared], dtype=self.dtype, name="trunk")(images, train)
-    if self.branch_stages == 0:
-      pooled = jnp.mean(h, axis=(1, 2)).astype(jnp.float32)
-      return jnp.broadcast_to(pooled, (self.num_experts,) + pooled.shape)
-    stacked = nn.vmap(Branch, variable_axes={"params": 0, "batch_stats": 0}, split_rngs={"params": True},
-                      in_axes=(None, None), axis_size=self.num_experts)
-    branches = stacked(specs[num_shared:], dtype=self.dtype, name="branches")
-    return branches(h, train).astype(jnp.float32)
+    return functools.partial(Trunk, stem_width, self.specs[:self.num_shared], dtype=self.dtype, conv=self.conv)
+
+  def stages_factory(self) -> ModuleFactory | None:
+    if not self.branch_stages:
+      return None
+    return functools.partial(Stages, self.specs[self.num_shared:], dtype=self.dtype, conv=self.conv)

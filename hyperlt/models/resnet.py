@@ -2,9 +2,10 @@
 
 The network is ``stem -> stage_1 -> ... -> stage_S -> global average pool``. The first
 ``S - branch_stages`` stages (and the stem) form the shared trunk; the last ``branch_stages`` stages are
-replicated once per expert. The replicas are ONE module whose parameters and batch statistics carry a
-leading expert axis, applied with :func:`flax.linen.vmap`, so T experts cost one wide computation, not a
-Python loop. ``branch_stages = 0`` shares every feature: the experts then differ only in their heads.
+each expert's own. This module defines the blocks, the stages and where the split is; the experts
+themselves (stacked variables, vmapped or unrolled, shared features when ``branch_stages = 0``) are
+:mod:`hyperlt.models.expert_split`. Every convolution is built by :func:`hyperlt.models.conv.make_conv`
+(``conv``: how its gradient is computed; the parameters are the same either way).
 
 ResNet-32 is ``stage_sizes=(5, 5, 5)``, ``widths=(16, 32, 64)`` with the parameter-free "option A"
 shortcut (strided subsampling plus zero channel padding) of He et al. (2016), as in SADE and LDAM-DRW.
@@ -17,6 +18,9 @@ from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from hyperlt.models import conv as conv_lib
+from hyperlt.models.expert_split import ExpertSplit, ModuleFactory
 
 Dtype = Any
 
@@ -32,10 +36,11 @@ class BasicBlock(nn.Module):
   features: int
   strides: int = 1
   dtype: Dtype = jnp.float32
+  conv: str = "xla"  # formulation of the convolutions (hyperlt.models.conv.IMPLS); parameters do not depend on it
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    conv = functools.partial(nn.Conv, kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
+    conv = functools.partial(conv_lib.make_conv(self.conv), kernel_size=(3, 3), use_bias=False, dtype=self.dtype,
                              kernel_init=nn.initializers.kaiming_normal())
     y = conv(self.features, strides=(self.strides, self.strides))(x)
     y = nn.relu(_batch_norm(train, self.dtype)(y))
@@ -57,13 +62,15 @@ class Stages(nn.Module):
   widths: Sequence[int]
   first_stage_index: int
   dtype: Dtype = jnp.float32
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
     for offset, (blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for b in range(blocks):
         first_of_downsampling_stage = b == 0 and (self.first_stage_index + offset) > 0
-        x = BasicBlock(width, strides=2 if first_of_downsampling_stage else 1, dtype=self.dtype)(x, train)
+        x = BasicBlock(width, strides=2 if first_of_downsampling_stage else 1, dtype=self.dtype,
+                       conv=self.conv)(x, train)
     return x
 
 
@@ -73,68 +80,41 @@ class Trunk(nn.Module):
   stage_sizes: Sequence[int]
   widths: Sequence[int]
   dtype: Dtype = jnp.float32
+  conv: str = "xla"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = nn.Conv(self.widths[0], (3, 3), use_bias=False, dtype=self.dtype,
-                kernel_init=nn.initializers.kaiming_normal())(x.astype(self.dtype))
+    x = conv_lib.make_conv(self.conv)(self.widths[0], (3, 3), use_bias=False, dtype=self.dtype,
+                                      kernel_init=nn.initializers.kaiming_normal())(x.astype(self.dtype))
     x = nn.relu(_batch_norm(train, self.dtype)(x))
-    return Stages(self.stage_sizes, self.widths, first_stage_index=0, dtype=self.dtype)(x, train)
+    return Stages(self.stage_sizes, self.widths, first_stage_index=0, dtype=self.dtype, conv=self.conv)(x, train)
 
 
-class Branch(nn.Module):
-  """One expert's private stages followed by global average pooling: [B, H, W, C] -> [B, d]."""
+class CifarResNet(ExpertSplit):
+  """ResNet-32-style network with SADE's split: the last ``branch_stages`` stages are per expert."""
 
-  stage_sizes: Sequence[int]
-  widths: Sequence[int]
-  first_stage_index: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-    x = Stages(self.stage_sizes, self.widths, self.first_stage_index, dtype=self.dtype)(x, train)
-    return jnp.mean(x, axis=(1, 2))
-
-
-class CifarResNet(nn.Module):
-  """Shared trunk plus ``num_experts`` stacked branches: images [B, H, W, C] -> features [T, B, d].
-
-  Features are float32 whatever the compute dtype, because the cosine heads normalise them.
-  """
-
-  num_experts: int
   stage_sizes: Sequence[int] = (5, 5, 5)
   widths: Sequence[int] = (16, 32, 64)
   branch_stages: int = 2
   dtype: Dtype = jnp.float32
+  # How every convolution is formulated (hyperlt.models.conv: "xla" or "chunked"); the same parameters.
+  conv: str = "xla"
 
   @property
   def feature_dim(self) -> int:
     return self.widths[-1]
 
-  def parts(self) -> tuple[nn.Module, nn.Module]:
-    """Unbound (trunk, one expert's branch), for applying the stacked branches expert by expert."""
-    num_shared = len(self.stage_sizes) - self.branch_stages
-    # parent=None: free-standing modules, not children of this (unbound) one.
-    return (Trunk(self.stage_sizes[:num_shared], self.widths[:num_shared], dtype=self.dtype, parent=None),
-            Branch(self.stage_sizes[num_shared:], self.widths[num_shared:], first_stage_index=num_shared,
-                   dtype=self.dtype, parent=None))
+  @property
+  def num_shared(self) -> int:
+    return len(self.stage_sizes) - self.branch_stages
 
-  @nn.compact
-  def __call__(self, images: jnp.ndarray, train: bool) -> jnp.ndarray:
-    num_shared = len(self.stage_sizes) - self.branch_stages
-    h = Trunk(self.stage_sizes[:num_shared], self.widths[:num_shared], dtype=self.dtype,
-              name="trunk")(images, train)
-    if self.branch_stages == 0:
-      pooled = jnp.mean(h, axis=(1, 2)).astype(jnp.float32)
-      return jnp.broadcast_to(pooled, (self.num_experts,) + pooled.shape)
-    stacked = nn.vmap(
-        Branch,
-        variable_axes={"params": 0, "batch_stats": 0},
-        split_rngs={"params": True},
-        in_axes=(None, None),
-        axis_size=self.num_experts,
-    )
-    branches = stacked(self.stage_sizes[num_shared:], self.widths[num_shared:],
-                       first_stage_index=num_shared, dtype=self.dtype, name="branches")
-    return branches(h, train).astype(jnp.float32)
+  def trunk_factory(self) -> ModuleFactory:
+    n = self.num_shared
+    return functools.partial(Trunk, self.stage_sizes[:n], self.widths[:n], dtype=self.dtype, conv=self.conv)
+
+  def stages_factory(self) -> ModuleFactory | None:
+    if not self.branch_stages:
+      return None
+    n = self.num_shared
+    return functools.partial(Stages, self.stage_sizes[n:], self.widths[n:], first_stage_index=n, dtype=self.dtype,
+                             conv=self.conv)

@@ -3,7 +3,7 @@
 Layout of a work dir::
 
     config.json      the full config of the run (written once, atomically)
-    data.json        class counts, normalisation, split sizes (hyperlt.data.pipeline.Prepared.describe)
+    data.json        class counts, normalisation, split sizes (hyperlt.workdir.run.RunFacts)
     metrics.jsonl    one JSON object per logged step or evaluation
     checkpoints/<step>/  orbax checkpoints; the last ``train.keep_checkpoints`` are kept
 
@@ -19,6 +19,7 @@ import pathlib
 import tempfile
 from typing import Any
 
+import jax
 import orbax.checkpoint as ocp
 
 from hyperlt.errors import UserInputError, require
@@ -65,7 +66,11 @@ def latest_step(workdir: str | os.PathLike) -> int | None:
   directory = pathlib.Path(workdir) / CHECKPOINT_DIR
   if not directory.is_dir():
     return None
-  return ocp.CheckpointManager(directory.resolve()).latest_step()
+  mngr = ocp.CheckpointManager(directory.resolve())
+  try:
+    return mngr.latest_step()
+  finally:
+    mngr.close()
 
 
 def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None) -> Any:
@@ -78,15 +83,46 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
     raise UserInputError(f"checkpoint {mngr.directory}/{step} cannot be read into this model: {e}") from None
 
 
-def require_run(workdir: str | os.PathLike) -> tuple[dict, dict]:
-  """(config dict, data facts) of a trained work dir; UserInputError if it holds no checkpoint."""
-  workdir = pathlib.Path(workdir)
-  require(workdir.is_dir(), f"--workdir: {workdir} does not exist")
-  require(latest_step(workdir) is not None,
-          f"--workdir: {workdir} has no checkpoint; train one first with: hyperlt train --workdir {workdir}")
-  config = read_json(workdir / CONFIG_FILE, "--workdir")
-  data = read_json(workdir / DATA_FILE, "--workdir")
-  return config, data
+def restore_subtree(workdir: str | os.PathLike, abstract_subtree: dict,
+                    step: int | None = None) -> tuple[int, dict]:
+  """(step, tree): only the top-level entries of ``abstract_subtree`` (e.g. params and batch_stats) of the
+  checkpoint at ``step`` (default: the latest), restored onto this process's first device.
+
+  An orbax partial restore: the other entries (the optimiser state) are neither read nor need a matching
+  structure, so serving a model never builds its optimiser. The saved shapes are compared with the
+  abstract tree first, so a checkpoint of another model is named as such before any array is read.
+  """
+  directory = pathlib.Path(workdir).resolve() / CHECKPOINT_DIR
+  mngr = ocp.CheckpointManager(directory, item_handlers=ocp.PyTreeCheckpointHandler(),
+                               options=ocp.CheckpointManagerOptions(create=False))
+  try:
+    step = mngr.latest_step() if step is None else step
+    require(step is not None, f"no checkpoint in {directory}")
+    require(step in mngr.all_steps(), f"no checkpoint of step {step} in {directory} (it has steps "
+            f"{', '.join(map(str, mngr.all_steps())) or 'none'})")
+    mismatch = _shape_mismatch(mngr.item_metadata(step).tree, abstract_subtree)
+    require(mismatch is None, f"checkpoint {directory}/{step} cannot be read into this model: {mismatch}")
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    restore_args = jax.tree.map(lambda _: ocp.ArrayRestoreArgs(sharding=device), abstract_subtree)
+    tree = mngr.restore(step, args=ocp.args.PyTreeRestore(item=abstract_subtree, restore_args=restore_args,
+                                                          partial_restore=True))
+  finally:
+    mngr.close()
+  return step, tree
+
+
+def _shape_mismatch(saved: Any, abstract: Any) -> str | None:
+  """The first leaf of ``abstract`` that the saved tree lacks or holds with another shape, described."""
+  for path, leaf in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+    name = "/".join(str(getattr(key, "key", key)) for key in path)
+    node = saved
+    for key in path:
+      node = node.get(getattr(key, "key", None)) if isinstance(node, dict) else None
+    if node is None:
+      return f"it has no {name}"
+    if tuple(node.shape) != tuple(leaf.shape):
+      return f"{name} has shape {tuple(node.shape)} there but {tuple(leaf.shape)} in this model"
+  return None
 
 
 def append_metrics(workdir: str | os.PathLike, record: dict) -> None:

@@ -122,6 +122,24 @@ def test_test_set_names_and_unknown_name():
     lt.test_set_indices(np.arange(10), "sideways")
 
 
+@pytest.mark.parametrize("name, parsed", [("forward50", ("forward", 50.0)), ("forward2", ("forward", 2.0)),
+                                          ("backward25", ("backward", 25.0)), ("uniform", ("uniform", 1.0))])
+def test_parse_test_set(name, parsed):
+  assert lt.parse_test_set(name) == parsed
+
+
+@pytest.mark.parametrize("name", ["forward7", "Forward50", "forward50x", "backward", "sideways", ""])
+def test_parse_test_set_rejects_other_names(name):
+  with pytest.raises(UserInputError, match="expected one of: forward50"):
+    lt.parse_test_set(name)
+
+
+def test_decay_exponents():
+  np.testing.assert_allclose(lt.decay_exponents("forward", 5), [0, 0.25, 0.5, 0.75, 1])
+  np.testing.assert_allclose(lt.decay_exponents("backward", 5), [1, 0.75, 0.5, 0.25, 0])
+  np.testing.assert_array_equal(lt.decay_exponents("uniform", 5), np.zeros(5))
+
+
 def test_test_set_indices_cifar10():
   labels = balanced_labels(10, 1000, seed=1)
   sets = lt.all_test_sets(labels)

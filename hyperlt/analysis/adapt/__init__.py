@@ -1,4 +1,4 @@
-"""Test-time adaptation: choose the preference from unlabeled test images (METHOD.md section 4).
+"""Test-time adaptation: choose the preference from unlabeled test images (docs/adaptation.md).
 
 Modules:
 

@@ -1,9 +1,9 @@
 """Choosing the preference from unlabeled images: the ``adapt`` entry point and its result.
 
     from hyperlt.analysis import adapt
-    from hyperlt.training import loop as train
+    from hyperlt.workdir import run as run_lib
 
-    run = train.load("runs/digits")
+    run = run_lib.load("runs/digits")
     result = adapt.adapt(run, images_uint8, method="stability")   # or "em"
     result.preference                                             # [T], pass it to evaluate / predict
 
@@ -25,13 +25,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperlt import losses, preference as preference_lib
-from hyperlt.workdir import checkpoint
 from hyperlt.analysis import evaluate
-from hyperlt.training import loop as train
 from hyperlt.analysis.adapt import label_shift, stability
-from hyperlt.data import longtail
 from hyperlt.data.images import check_images
 from hyperlt.errors import UserInputError, require
+from hyperlt.inference.predictor import Predictor
+from hyperlt.workdir import run as run_lib
 
 METHODS = ("stability", "em")
 DEFAULT_GRID_STEP = 0.05
@@ -77,53 +76,37 @@ class AdaptResult:
 
 @dataclasses.dataclass(frozen=True)
 class _Context:
-  """What both methods need from a run: model, parameters, normalisation, priors and adjustments."""
+  """What both methods need from a run: its predictor (normalisation, post-hoc shift), the training prior
+  and the anchors' additive adjustments."""
 
-  run: train.Run
-  mean: tuple[float, ...]
-  std: tuple[float, ...]
-  image_shape: tuple[int, int, int]
+  run: run_lib.Run
+  predictor: Predictor
   prior: np.ndarray           # training prior pi [K]
   adjust: np.ndarray          # additive anchor adjustments [T, K]
-  shift: jnp.ndarray | None   # the run's post-hoc logit shift [K], or None
 
   @classmethod
-  def of(cls, run: train.Run) -> "_Context":
-    if run.data is not None:
-      mean, std, image_shape = run.data.mean, run.data.std, run.data.image_shape
-      counts = run.data.class_counts
-    else:
-      require(run.workdir is not None, "run: a run without data needs its workdir (for data.json)")
-      _, facts = checkpoint.require_run(run.workdir)
-      mean, std, image_shape, counts = facts["mean"], facts["std"], facts["image_shape"], facts["class_counts"]
-    prior = longtail.prior_from_counts(counts)
+  def of(cls, run: run_lib.Run) -> "_Context":
+    prior = run.facts.prior
     rows = losses.adjustments(run.config.loss.anchors, prior, run.config.loss.tau)
     # Margin anchors (ldam) do not move the target prior; only the additive rows do.
     additive = losses.split_anchors(run.config.loss.anchors, rows)[0]
-    return cls(run=run, mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std),
-               image_shape=tuple(int(v) for v in image_shape), prior=prior, adjust=np.asarray(additive),
-               shift=run.model.prediction_shift(prior))
+    return cls(run=run, predictor=Predictor.for_run(run), prior=prior, adjust=np.asarray(additive))
+
+  @property
+  def shift(self) -> np.ndarray | None:
+    """The run's post-hoc logit shift [K] on the host, or None."""
+    return None if self.predictor.shift is None else np.asarray(self.predictor.shift)
 
   def calibrated_prior(self, alpha: np.ndarray) -> np.ndarray:
     """The prior the model's probabilities at raw preference alpha [T] are calibrated to [K]."""
-    shift = None if self.shift is None else np.asarray(self.shift)
-    return label_shift.target_priors(alpha[None], self.adjust, self.prior, shift)[0]
+    return label_shift.target_priors(alpha[None], self.adjust, self.prior, self.shift)[0]
+
+  def log_probs(self, features: jnp.ndarray, alpha: np.ndarray) -> jnp.ndarray:
+    """Log-probabilities [N, K] at raw preference alpha [T] (with the run's post-hoc shift)."""
+    return jax.nn.log_softmax(self.predictor.logits(features, alpha[None])[0], axis=-1)
 
 
-def clean_features(run: train.Run, images: np.ndarray, mean, std, batch_size: int = 128) -> jnp.ndarray:
-  """Features [T, N, d] of un-augmented uint8 images, in fixed-size batches (one compilation)."""
-  padded = stability.pad_to_multiple(images, batch_size, 0)
-  return evaluate.extract_features(run.model, run.state.params, run.state.batch_stats, padded, mean, std,
-                                   batch_size)[:, :len(images)]
-
-
-def _log_probs(context: _Context, features: jnp.ndarray, alpha: np.ndarray) -> jnp.ndarray:
-  """Log-probabilities [N, K] at raw preference alpha [T] (with the run's post-hoc shift)."""
-  logits = evaluate.logits(context.run.model, context.run.state.params, features, alpha[None])[0]
-  return jax.nn.log_softmax(logits if context.shift is None else logits + context.shift, axis=-1)
-
-
-def reference_preference(run: train.Run, reference: Any = None) -> np.ndarray:
+def reference_preference(run: run_lib.Run, reference: Any = None) -> np.ndarray:
   """EM's reference: ``reference`` if given (validated), else the run's default evaluation preference
   (the uniform anchor's vertex, whose predictions target a uniform prior)."""
   if reference is None:
@@ -131,14 +114,14 @@ def reference_preference(run: train.Run, reference: Any = None) -> np.ndarray:
   return preference_lib.parse(reference, run.model.num_experts, "reference")
 
 
-def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stability", *,
+def adapt(run: run_lib.Run | str | pathlib.Path, images: Any, method: str = "stability", *,
           features: jnp.ndarray | None = None, options: stability.StabilityOptions | None = None,
           reference: Any = None, grid_step: float = DEFAULT_GRID_STEP, adjust_logits: bool = False,
           em_tolerance: float = 1e-6, em_max_iterations: int = 1000) -> AdaptResult:
   """Chooses a preference for unlabeled uint8 images [N, H, W, C] (labels are never used).
 
   Args:
-    run: a trained run (``train.load(workdir)``) or its work dir.
+    run: a trained run (``hyperlt.workdir.run.load(workdir)``) or its work dir.
     images: the unlabeled images, uint8 [N, H, W, C] ([N, H, W] for one channel).
     method: "stability" (SADE's self-supervised aggregation on the simplex, with the collapse guard) or
       "em" (Saerens EM label-shift estimate, then the closest target prior on the grid).
@@ -153,22 +136,22 @@ def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stabi
   Returns:
     AdaptResult.
   """
-  if not isinstance(run, train.Run):
-    run = train.load(run, with_data=False)
+  if not isinstance(run, run_lib.Run):
+    run = run_lib.load(run, with_data=False)
   require(method in METHODS, f"method: expected one of {', '.join(METHODS)}, got {method!r}")
   require(not adjust_logits or method == "em", "adjust_logits: only the em method adjusts logits; use "
           "method='em'")
   options = (options or stability.StabilityOptions()).validate()
   context = _Context.of(run)
-  images = check_images(images, context.image_shape)
+  images = check_images(images, run.facts.image_shape)
   if features is None:
-    features = clean_features(run, images, context.mean, context.std)
+    features = context.predictor.features(images)
   require(features.shape[:2] == (run.model.num_experts, len(images)),
           f"features: expected shape [{run.model.num_experts}, {len(images)}, d] for {len(images)} images, got "
           f"{tuple(features.shape)}")
   ref = reference_preference(run, reference)
   calibrated = context.calibrated_prior(ref)
-  q_hat, em_steps = label_shift.estimate_prior(_log_probs(context, features, ref), calibrated, em_tolerance,
+  q_hat, em_steps = label_shift.estimate_prior(context.log_probs(features, ref), calibrated, em_tolerance,
                                                em_max_iterations)
 
   if method == "em":
@@ -181,8 +164,8 @@ def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stabi
                          trace=trace)
     require(isinstance(grid_step, (int, float)) and 0 < grid_step <= 1,
             f"grid_step: expected a number in (0, 1] that divides 1, got {grid_step!r}")
-    shift = None if context.shift is None else np.asarray(context.shift)
-    alpha, divergence = label_shift.closest_preference(q_hat, context.adjust, context.prior, grid_step, shift)
+    alpha, divergence = label_shift.closest_preference(q_hat, context.adjust, context.prior, grid_step,
+                                                       context.shift)
     return AdaptResult(preference=_rounded(alpha), method=method, num_images=len(images), stop_reason=em_reason,
                        reference=ref, estimated_prior=q_hat,
                        trace=({"em_iterations": em_steps, "kl_to_target_prior": divergence},))
@@ -197,8 +180,7 @@ def adapt(run: train.Run | str | pathlib.Path, images: Any, method: str = "stabi
       nesterov=bool(config.optim.nesterov), weight_decay=float(config.optim.weight_decay),
       batch_size=int(options.batch_size))
   w, reason, records = stability.learn_preference(
-      run.model, run.state.params, run.state.batch_stats, images, features, context.mean, context.std,
-      context.shift, q_hat, sgd, epochs=options.epochs, min_steps=options.min_steps,
+      context.predictor, images, features, q_hat, sgd, epochs=options.epochs, min_steps=options.min_steps,
       min_weight=options.min_weight, view_padding=padding, flip=flip, guard_tolerance=options.guard_tolerance,
       seed=options.seed)
   return AdaptResult(preference=_rounded(w), method=method, num_images=len(images), stop_reason=reason,
@@ -214,11 +196,7 @@ def _rounded(alpha: np.ndarray) -> np.ndarray:
   return rounded
 
 
-def predict_classes(run: train.Run, result: AdaptResult, features: jnp.ndarray) -> np.ndarray:
-  """Predicted classes [N] for features [T, N, d] with an adapted result (its logit shift included)."""
-  shift = _Context.of(run).shift
-  if result.logit_adjustment is not None:
-    extra = jnp.asarray(result.logit_adjustment, jnp.float32)
-    shift = extra if shift is None else shift + extra
+def predict_classes(run: run_lib.Run, result: AdaptResult, features: jnp.ndarray) -> np.ndarray:
+  """Predicted classes [N] for features [T, N, d] with an adapted result (its logit adjustment included)."""
   alpha = preference_lib.parse(result.preference, run.model.num_experts, "preference")
-  return evaluate.predict_classes(run.model, run.state.params, features, alpha[None], shift=shift)[0]
+  return Predictor.for_run(run).classes(features, alpha[None], extra_shift=result.logit_adjustment)[0]

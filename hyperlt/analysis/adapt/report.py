@@ -21,22 +21,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from hyperlt.analysis import evaluate
-from hyperlt.training import loop as train
+from hyperlt.analysis import format as fmt
 from hyperlt.analysis.adapt import core
 from hyperlt.data import longtail
 from hyperlt.errors import require
+from hyperlt.workdir.run import Run
 
 ALL = "all"
 BASELINE_NAMES = ("default", "equal_weights")
 
 
-def baselines(run: train.Run) -> dict[str, np.ndarray]:
+def baselines(run: Run) -> dict[str, np.ndarray]:
   t = run.model.num_experts
   return {"default": np.asarray(evaluate.default_preference(run), np.float32),
           "equal_weights": np.full((t,), 1.0 / t, np.float32)}
 
 
-def baseline_label(run: train.Run, name: str) -> str:
+def baseline_label(run: Run, name: str) -> str:
   """Human-readable name of a baseline (the default is named after its anchor when it is a vertex)."""
   if name == "equal_weights":
     return "equal weights"
@@ -52,23 +53,23 @@ def check_test_set(name: str, allow_all: bool = False) -> str:
   return name
 
 
-def _tables(run: train.Run, features: jnp.ndarray, result: core.AdaptResult) -> dict:
+def _tables(run: Run, features: jnp.ndarray, result: core.AdaptResult) -> dict:
   data = run.data
   predictions = core.predict_classes(run, result, features)
   return evaluate.accuracy_table(predictions, data.test_y, data.test_sets, data.groups)
 
 
-def _baseline_tables(run: train.Run, features: jnp.ndarray) -> dict[str, dict]:
+def _baseline_tables(run: Run, features: jnp.ndarray) -> dict[str, dict]:
   named = baselines(run)
   results = evaluate.evaluate_alphas(run, np.stack(list(named.values())), features)
   return {name: r["results"] for name, r in zip(named, results)}
 
 
-def adapt_test_set(run: train.Run, test_set: str, method: str = "stability",
+def adapt_test_set(run: Run, test_set: str, method: str = "stability",
                    features: jnp.ndarray | None = None, **adapt_kwargs: Any) -> dict:
   """Adapts to the images of one test set (labels unused) and scores the result; the CLI's JSON."""
   check_test_set(test_set)
-  require(run.data is not None, "run: adapting to a test set needs the run's data (train.load(workdir))")
+  require(run.data is not None, "run: adapting to a test set needs the run's data (load it with with_data=True)")
   if features is None:
     features = evaluate.test_features(run)
   idx = run.data.test_sets[test_set]
@@ -91,7 +92,7 @@ def _max_mismatch_rise(result: core.AdaptResult) -> float | None:
   return max(m - mismatches[0] for m in mismatches) if mismatches else None
 
 
-def adapt_all_test_sets(run: train.Run, method: str = "stability", features: jnp.ndarray | None = None,
+def adapt_all_test_sets(run: Run, method: str = "stability", features: jnp.ndarray | None = None,
                         **adapt_kwargs: Any) -> dict:
   """Adapts separately to each of the 11 test sets and compares with the baselines on that set.
 
@@ -99,7 +100,7 @@ def adapt_all_test_sets(run: train.Run, method: str = "stability", features: jnp
   "max_mismatch_rise", "adapted": row, "<baseline>": row}}, "mean": {"adapted": a, "<baseline>": a}}``
   with rows ``{"all", "many", "medium", "few"}``.
   """
-  require(run.data is not None, "run: adapting to the test sets needs the run's data (train.load(workdir))")
+  require(run.data is not None, "run: adapting to the test sets needs the run's data (load it with with_data=True)")
   if features is None:
     features = evaluate.test_features(run)
   base_tables = _baseline_tables(run, features)
@@ -115,48 +116,40 @@ def adapt_all_test_sets(run: train.Run, method: str = "stability", features: jnp
           "test_sets": out, "mean": means}
 
 
-def _pct(v: float | None) -> str:
-  return "     -" if v is None else f"{100 * v:6.2f}"
-
-
-def _preference_text(values) -> str:
-  return ",".join(f"{v:.4g}" for v in values)
-
-
-def format_test_set(run: train.Run, report: dict, workdir: str) -> str:
+def format_test_set(run: Run, report: dict, workdir: str) -> str:
   """Text of one test set's adaptation (the default output of ``hyperlt adapt``)."""
   info = report["adaptation"]
   name = report["test_set"]
   anchors = ", ".join(run.config.loss.anchors)
   lines = [f"Adapted preference ({report['method']}, {info['num_images']} unlabeled images of {name}; experts "
-           f"{anchors}): {_preference_text(report['preference'])}",
+           f"{anchors}): {fmt.preference(report['preference'])}",
            f"  stopped by: {info['stop_reason']}; estimated test prior (EM): "
            f"{' '.join(f'{v:.3f}' for v in info['estimated_prior'])}"]
   if info["logit_adjustment"] is not None:
     lines.append("  logits adjusted by log(estimated prior / reference prior); evaluate, sweep and predict use "
                  "the preference only")
-  rows = [(f"adapted {_preference_text(report['preference'])}", report["results"][name])]
+  rows = [(f"adapted {fmt.preference(report['preference'])}", report["results"][name])]
   for base, entry in report["baselines"].items():
-    rows.append((f"{baseline_label(run, base)} {_preference_text(entry['preference'])}", entry["results"][name]))
+    rows.append((f"{baseline_label(run, base)} {fmt.preference(entry['preference'])}", entry["results"][name]))
   width = max(len(label) for label, _ in rows) + 2
   lines += ["", f"Accuracy (%) on {name} (labels used only for this table):",
             f"{'':<{width}}" + "".join(f"{g:>8}" for g in evaluate.GROUP_NAMES)]
   for label, row in rows:
-    lines.append(f"{label:<{width}}" + "".join(f"  {_pct(row[g])}" for g in evaluate.GROUP_NAMES))
+    lines.append(f"{label:<{width}}" + "".join(f"  {fmt.percent(row[g])}" for g in evaluate.GROUP_NAMES))
   lines.append(f"\nAll 11 test sets at this preference: hyperlt evaluate --workdir {workdir} --preference "
-               f"{_preference_text(report['preference'])}")
+               f"{fmt.preference(report['preference'])}")
   return "\n".join(lines)
 
 
-def format_all(run: train.Run, report: dict) -> str:
+def format_all(run: Run, report: dict) -> str:
   """Text of ``hyperlt adapt --test-set all``: one adaptation per test set, against the baselines."""
   labels = [baseline_label(run, b) for b in BASELINE_NAMES]
   lines = [f"Overall accuracy (%) after adapting ({report['method']}) to each test set's unlabeled images:",
            f"{'test set':<11}{'adapted preference':>24}{'adapted':>10}" + "".join(f"{l:>16}" for l in labels)]
   for name, row in report["test_sets"].items():
-    lines.append(f"{name:<11}{_preference_text(row['preference']):>24}    {_pct(row['adapted']['all'])}"
-                 + "".join(f"          {_pct(row[b]['all'])}" for b in BASELINE_NAMES))
+    lines.append(f"{name:<11}{fmt.preference(row['preference']):>24}    {fmt.percent(row['adapted']['all'])}"
+                 + "".join(f"          {fmt.percent(row[b]['all'])}" for b in BASELINE_NAMES))
   mean = report["mean"]
-  lines.append(f"{'mean':<11}{'':>24}    {_pct(mean['adapted'])}"
-               + "".join(f"          {_pct(mean[b])}" for b in BASELINE_NAMES))
+  lines.append(f"{'mean':<11}{'':>24}    {fmt.percent(mean['adapted'])}"
+               + "".join(f"          {fmt.percent(mean[b])}" for b in BASELINE_NAMES))
   return "\n".join(lines)

@@ -59,8 +59,9 @@ import optax
 from hyperlt.analysis.adapt import label_shift
 from hyperlt.data import augment
 from hyperlt.errors import require
-from hyperlt.optim import pytorch_sgd
+from hyperlt.inference import batching, predictor as predictor_lib
 from hyperlt.models.expert_model import ExpertModel
+from hyperlt.optim import pytorch_sgd
 
 # Stop reasons, as reported in AdaptResult.stop_reason.
 BUDGET = "budget"
@@ -134,10 +135,10 @@ class _Sgd:
 
 def _predictions(model: ExpertModel, params: Any, features: jnp.ndarray, theta: jnp.ndarray,
                  shift: jnp.ndarray | None) -> jnp.ndarray:
-  """Class probabilities [B, K] at the preference softmax(theta) for features [T, B, d]."""
+  """Class probabilities [B, K] at the preference softmax(theta) for features [T, B, d] (the inference
+  path's logits, differentiable in theta)."""
   w = jax.nn.softmax(theta)
-  logits = model.logits(params, features, model.r_hat(params, w[None]))[0]
-  return jax.nn.softmax(logits if shift is None else logits + shift, axis=-1)
+  return jax.nn.softmax(predictor_lib.preference_logits(model, params, features, w[None], shift)[0], axis=-1)
 
 
 def _masked_mean_prediction(model, params, features, n, theta, shift) -> jnp.ndarray:
@@ -161,7 +162,7 @@ def view_features(model: ExpertModel, padding: int, flip: bool, params, batch_st
   first_key, second_key = jax.random.split(key)
   views = jnp.concatenate([augment.random_crop_flip(first_key, x, padding, flip),
                            augment.random_crop_flip(second_key, x, padding, flip)])
-  features = model.features(params, batch_stats, views, train=False)[0]
+  features = predictor_lib.normalized_features(model, params, batch_stats, views)
   return features[:, :len(images)], features[:, len(images):]
 
 
@@ -202,36 +203,29 @@ def epoch(model: ExpertModel, sgd: _Sgd, params, theta, opt_state, first, second
   return theta, opt_state, jnp.sum(stability_sums) / n, p_bar
 
 
-def pad_to_multiple(x: np.ndarray | jnp.ndarray, multiple: int, axis: int):
-  """x zero-padded along ``axis`` to a multiple of ``multiple`` (so a few shapes cover every size)."""
-  size = x.shape[axis]
-  target = max(multiple, -(-size // multiple) * multiple)
-  if target == size:
-    return x
-  widths = [(0, 0)] * x.ndim
-  widths[axis] = (0, target - size)
-  return (np.pad if isinstance(x, np.ndarray) else jnp.pad)(x, widths)
-
-
-def learn_preference(model: ExpertModel, params, batch_stats, images: np.ndarray, clean_features: jnp.ndarray,
-                     mean, std, shift: jnp.ndarray | None, q_hat: np.ndarray | None, sgd: _Sgd, *,
-                     epochs: int, min_steps: int, min_weight: float, view_padding: int, flip: bool,
-                     guard_tolerance: float | None, seed: int) -> tuple[np.ndarray, str, list[dict]]:
-  """Runs the stability method (module docstring) on uint8 images [N, H, W, C].
+def learn_preference(predictor: predictor_lib.Predictor, images: np.ndarray, clean_features: jnp.ndarray,
+                     q_hat: np.ndarray | None, sgd: _Sgd, *, epochs: int, min_steps: int, min_weight: float,
+                     view_padding: int, flip: bool, guard_tolerance: float | None,
+                     seed: int) -> tuple[np.ndarray, str, list[dict]]:
+  """Runs the stability method (module docstring) on uint8 images [N, H, W, C] with the run's predictor
+  (model, parameters, normalisation and post-hoc shift).
 
   ``clean_features`` [T, N, d] are the features of the un-augmented images (for p_bar); ``q_hat`` is the
   label-shift estimate the guard compares p_bar with (None, or guard_tolerance None, disables it).
   Returns (preference [T] float64, stop reason, one record per epoch).
   """
+  model, params, batch_stats, shift = predictor.model, predictor.params, predictor.batch_stats, predictor.shift
   n = len(images)
   batch = sgd.batch_size
   steps_per_epoch = -(-n // batch)
   total_epochs = max(epochs, -(-min_steps // steps_per_epoch))
-  # Fixed-size chunks, so the backbone compiles once whatever the number of images.
-  padded = pad_to_multiple(images, batch, 0)
-  image_chunks = [jax.device_put(padded[start:start + batch]) for start in range(0, len(padded), batch)]
-  clean = pad_to_multiple(jnp.asarray(clean_features), batch, 1)
-  mean, std = jnp.asarray(mean, jnp.float32), jnp.asarray(std, jnp.float32)
+  # Whole batches (the last zero-padded, masked by n), so the backbone and the epoch compile once per
+  # number of batches, whatever the number of images.
+  padded_size = batching.round_up(n, batch)
+  padded = batching.pad_axis(np.asarray(images), padded_size, 0)
+  image_chunks = [jax.device_put(padded[start:start + batch]) for start in range(0, padded_size, batch)]
+  clean = batching.pad_axis(jnp.asarray(clean_features), padded_size, 1)
+  mean, std = jnp.asarray(predictor.mean, jnp.float32), jnp.asarray(predictor.std, jnp.float32)
   n_device = jnp.asarray(n, jnp.int32)
   # The mismatch is recorded whenever q_hat is known (a cheap diagnostic); it stops adaptation only
   # when the guard is on.

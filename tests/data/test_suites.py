@@ -33,6 +33,15 @@ def test_prior_shapes():
     suites.test_set_prior("forward7", K)
 
 
+@pytest.mark.parametrize("name", ["forward7", "backward", "sideways"])
+def test_prior_and_counts_read_names_with_one_parser(name):
+  with pytest.raises(UserInputError) as from_prior:
+    suites.test_set_prior(name, K)
+  with pytest.raises(UserInputError) as from_counts:
+    longtail.test_set_counts(name, M, K)
+  assert str(from_prior.value) == str(from_counts.value)
+
+
 def test_partial_class_sets(labels):
   anchors = longtail.all_test_sets(labels)
   sets = suites.partial_class_sets(labels, anchors, draws=3, seed=1)

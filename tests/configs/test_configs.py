@@ -1,13 +1,15 @@
 """Config loading, overrides and validation: every bad value is named."""
 
+from __future__ import annotations
+
 import pytest
 
 from hyperlt import configs as config_lib
 from hyperlt.errors import UserInputError
 
 
-@pytest.mark.parametrize("spec", ["digits", "digits:local", "cifar_lt", "cifar_lt:c10,ir100", "cifar_lt:c100,ir10,local",
-                                  "cifar_lt:c10,ir100,reduced"])
+@pytest.mark.parametrize("spec", ["digits", "digits:local", "cifar_lt", "cifar_lt:c10,ir100",
+                                  "cifar_lt:c100,ir10,local", "cifar_lt:c10,ir100,reduced"])
 def test_bundled_configs_validate(spec):
   config_lib.validate(config_lib.load(spec))
 
@@ -85,3 +87,26 @@ def test_round_trip_through_dict():
   assert config_lib.to_dict(again) == config_lib.to_dict(config)
   with pytest.raises(UserInputError, match="unknown key"):
     config_lib.from_dict({"optim": {"speed": 1}})
+
+
+def test_override_applies_method_first_and_the_rest_in_order():
+  config = config_lib.override(config_lib.load("digits"), ["loss.mode=continuous", "optim.lr=0.3", "method=sade",
+                                                           "optim.lr=0.2"])
+  assert config.method == "sade" and config.loss.mode == "continuous" and config.optim.lr == 0.2
+  assert config.model.head == "static"
+  with pytest.raises(UserInputError, match="expected a str"):
+    config_lib.override(config_lib.load("digits"), ["method=1"])
+
+
+@pytest.mark.parametrize("spec", ["digits", "cifar_lt:c10,ir100"])
+@pytest.mark.parametrize("overrides,valid", [([], True), (["method=ride", "loss.diversity=0.0"], True),
+                                             (["optim.lr=-1.0"], False)])
+def test_validate_never_changes_the_config(spec, overrides, valid):
+  config = config_lib.override(config_lib.load(spec), overrides)
+  before = config_lib.to_dict(config)
+  if valid:
+    assert config_lib.validate(config) is config
+  else:
+    with pytest.raises(UserInputError, match="optim.lr"):
+      config_lib.validate(config)
+  assert config_lib.to_dict(config) == before

@@ -8,12 +8,12 @@ import pytest
 from sklearn import metrics as sk_metrics
 
 from hyperlt import cli, preference
-from hyperlt.workdir import checkpoint
-from hyperlt.analysis import choose
 from hyperlt import configs as config_lib
-from hyperlt.analysis import evaluate
+from hyperlt.analysis import choose
 from hyperlt.data import pipeline, suites
 from hyperlt.errors import UserInputError
+from hyperlt.inference.predictor import Predictor
+from hyperlt.workdir import checkpoint
 
 
 # --- parsing goals ----------------------------------------------------------------------------------
@@ -46,12 +46,10 @@ def test_bad_bounds_name_the_problem(text, message):
 @pytest.fixture(scope="module")
 def val_predictions(trained_run):
   """Validation predictions [P, N_val] on the 0.1 grid, computed as choose computes them."""
-  run, data = trained_run, trained_run.data
+  run = trained_run
   grid = preference.simplex_grid(run.model.num_experts, 0.1)
-  feats = evaluate.extract_features(run.model, run.state.params, run.state.batch_stats, data.val_x, data.mean,
-                                    data.std)
-  return grid, evaluate.predict_classes(run.model, run.state.params, feats, grid,
-                                        shift=run.model.prediction_shift(data.prior))
+  predictor = Predictor.for_run(run)
+  return grid, predictor.classes(predictor.features(run.data.val_x), grid)
 
 
 def test_estimates_follow_their_definitions(trained_run, val_predictions):
@@ -150,7 +148,8 @@ def test_cli_choose_text_and_bad_goal(capsys, trained_workdir):
 
 
 def test_cli_choose_without_validation_split(capsys, trained_run, tmp_path):
-  """A real work dir of a run with data.val_fraction = 0 (the trained default's weights, saved anew)."""
+  """A real work dir of a run with data.val_fraction = 0 (the trained default's weights, saved anew: only
+  parameters and batch statistics, which is all a served run reads)."""
   config = config_lib.load("digits")
   config_lib.override(config, ["data.val_fraction=0.0"])
   data = pipeline.prepare(config.data)
@@ -158,7 +157,7 @@ def test_cli_choose_without_validation_split(capsys, trained_run, tmp_path):
   checkpoint.write_json(tmp_path / checkpoint.CONFIG_FILE, config_lib.to_dict(config))
   checkpoint.write_json(tmp_path / checkpoint.DATA_FILE, data.describe())
   mngr = checkpoint.manager(tmp_path)
-  checkpoint.save(mngr, 1, trained_run.state)
+  checkpoint.save(mngr, 1, {"params": trained_run.params, "batch_stats": trained_run.batch_stats})
   mngr.close()
   assert cli.main(["choose", "--workdir", str(tmp_path), "--maximize", "many"]) == 2
   err = capsys.readouterr().err

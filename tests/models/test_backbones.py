@@ -1,4 +1,5 @@
-"""ImageNet-style backbones: shapes, the expert split, reduced widths, and dispatch from the config."""
+"""Both backbone families' layouts: depths, widths, where the expert split is, and dispatch from the
+config. That every layout's experts are the same function in every form is test_expert_split.py."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hyperlt import configs as config_lib
 from hyperlt.models.expert_model import build
 from hyperlt.models import imagenet_resnet
 from hyperlt.models.imagenet_resnet import ImageNetResNet
+from hyperlt.models.resnet import CifarResNet
 
 TINY = 1 / 16        # widths / 16: stem 4 channels, ResNeXt groups 2
 SHALLOW = (1, 1, 1, 1)  # one block per stage where a test computes; full depth is checked by tracing
@@ -22,19 +24,16 @@ def _images(batch: int = 2, size: int = 16) -> jnp.ndarray:
   return jax.random.normal(jax.random.PRNGKey(0), (batch, size, size, 3))
 
 
-def test_resnext_features_are_per_expert_and_stacked():
-  net = ImageNetResNet(num_experts=3, architecture="resnext50_32x4d", branch_stages=2, width_multiplier=TINY,
-                       stage_sizes=SHALLOW)
-  variables = jax.jit(lambda key: net.init(key, _images(), train=False))(jax.random.PRNGKey(1))
-  feats = jax.jit(lambda v, x: net.apply(v, x, train=False))(variables, _images())
-  chex.assert_shape(feats, (3, 2, net.feature_dim))
-  chex.assert_tree_all_finite(feats)
-  # One vmapped module: every branch parameter carries the expert axis; the trunk has none.
-  branch_leaves = jax.tree.leaves(variables["params"]["branches"])
-  assert all(leaf.shape[0] == 3 for leaf in branch_leaves)
-  assert set(variables["batch_stats"]) == {"trunk", "branches"}
-  # Independently initialised branches give different features for the same image.
-  assert float(jnp.max(jnp.abs(feats[0] - feats[1]))) > 1e-4
+def test_resnet32_split_without_compiling():
+  """ResNet-32 with SADE's split: stage 1 shared, stages 2-3 per expert, 64 features."""
+  net = CifarResNet(num_experts=3)
+  variables = jax.eval_shape(lambda: net.init(jax.random.PRNGKey(0), _images(size=32), train=False))
+  assert len(variables["params"]["trunk"]["Stages_0"]) == 5
+  assert len(variables["params"]["branches"]["Stages_0"]) == 5 + 5
+  kernel = variables["params"]["branches"]["Stages_0"]["BasicBlock_0"]["Conv_0"]["kernel"]
+  assert kernel.shape == (3, 3, 3, 16, 32)          # [experts, 3, 3, in, out]: stage 2 opens the branch
+  out = jax.eval_shape(lambda v: net.apply(v, _images(size=32), train=False), variables)
+  assert out.shape == (3, 2, net.feature_dim) and net.feature_dim == 64
 
 
 def test_no_branch_stages_shares_every_feature():

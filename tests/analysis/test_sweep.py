@@ -14,6 +14,7 @@ from hyperlt.analysis import metrics
 from hyperlt.analysis import plots
 from hyperlt.analysis import sweep
 from hyperlt.analysis.sweep import SweepResult
+from hyperlt.inference.predictor import Predictor
 
 
 def _cli_json(capsys, argv):
@@ -24,8 +25,7 @@ def _cli_json(capsys, argv):
 
 def _predict(run, alphas):
   """Predicted test classes [P, N], as ``hyperlt evaluate`` computes them."""
-  return evaluate.predict_classes(run.model, run.state.params, evaluate.test_features(run), alphas,
-                                  shift=run.model.prediction_shift(run.data.prior))
+  return Predictor.for_run(run).classes(evaluate.test_features(run), alphas)
 
 
 @pytest.fixture(scope="module")
@@ -63,22 +63,27 @@ def test_sweep_equals_evaluate_alphas_on_the_fine_grid(trained_run, grid_result)
 
 
 def test_one_compiled_pass_over_all_preferences(trained_run, monkeypatch):
-  calls = {"features": 0, "predict": []}
-  real_features, real_predict = evaluate.test_features, evaluate.predict_classes
+  calls = {"features": 0, "classes": [], "confidences": []}
+  real_features = Predictor.features
 
-  def count_features(run):
+  def count_features(self, images, *args, **kwargs):
     calls["features"] += 1
-    return real_features(run)
+    return real_features(self, images, *args, **kwargs)
 
-  def count_predict(model, params, features, alphas, *args, **kwargs):
-    calls["predict"].append(np.shape(alphas))
-    return real_predict(model, params, features, alphas, *args, **kwargs)
+  def counting(name):
+    real = getattr(Predictor, name)
 
-  monkeypatch.setattr(evaluate, "test_features", count_features)
-  monkeypatch.setattr(evaluate, "predict_classes", count_predict)
+    def call(self, features, alphas, *args, **kwargs):
+      calls[name].append(np.shape(alphas))
+      return real(self, features, alphas, *args, **kwargs)
+    return call
+
+  monkeypatch.setattr(Predictor, "features", count_features)
+  for name in ("classes", "confidences"):
+    monkeypatch.setattr(Predictor, name, counting(name))
   result = sweep.sweep(trained_run, 0.1)
   assert result.num_preferences == 66
-  assert calls == {"features": 1, "predict": [(66, 3)]}
+  assert calls == {"features": 1, "classes": [(66, 3)], "confidences": [(66, 3)]}
 
 
 def test_extra_metrics_match_sklearn(trained_run, grid_result):

@@ -1,13 +1,14 @@
-"""List-file datasets and the prefetching host pipeline (hyperlt.data.lists, hyperlt.data.streaming)."""
+"""List files and the host pipeline: reading lists (hyperlt.data.lists), decoding and prefetching
+(hyperlt.data.streaming), list-file data (hyperlt.data.streamed), and training from it with the CLI."""
 
 from __future__ import annotations
 
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
-import textwrap
 
 import chex
 import numpy as np
@@ -15,35 +16,18 @@ import pytest
 from PIL import Image
 
 from hyperlt import configs as config_lib
-from hyperlt.data import lists, streaming
+from hyperlt.data import lists, streamed, streaming
 from hyperlt.errors import UserInputError
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-TRAIN_COUNTS = (12, 7, 5, 3)
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tree(tmp_path_factory) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
-  root = tmp_path_factory.mktemp("tree")
-  train_list, test_list = lists.write_example_tree(root, TRAIN_COUNTS, 3, size_range=(24, 48))
-  return root, train_list, test_list
-
-
-def _data_config(root, train_list, test_list, *overrides):
-  config = config_lib.load("digits")
-  config_lib.override(config, ["data.source=lists", f"data.root={root}", f"data.train_list={train_list}",
-                               f"data.test_list={test_list}", "data.image_size=16", "data.resize=20",
-                               "data.val_fraction=0.0", "data.workers=2", *overrides])
-  return config_lib.validate(config).data
-
-
-def test_read_list_parses_paths_and_labels(tree):
-  root, train_list, _ = tree
-  images = lists.read_list(train_list, root, "data.train_list")
-  assert len(images) == sum(TRAIN_COUNTS)
-  chex.assert_trees_all_equal(np.bincount(images.labels), np.asarray(TRAIN_COUNTS))
+def test_read_list_parses_paths_and_labels(list_tree):
+  images = lists.read_list(list_tree.train_list, list_tree.root, "data.train_list")
+  assert len(images) == sum(list_tree.train_counts)
+  chex.assert_trees_all_equal(np.bincount(images.labels), np.asarray(list_tree.train_counts))
   assert all(images.path(i).is_file() for i in range(len(images)))
-  assert images.where(0) == f"{train_list} line 1"
+  assert images.where(0) == f"{list_tree.train_list} line 1"
 
 
 @pytest.mark.parametrize("line, message", [
@@ -70,8 +54,8 @@ def test_read_list_accepts_spaces_in_paths(tmp_path):
   assert images.paths == ("my dir/a b.png",) and int(images.labels[0]) == 3
 
 
-def test_prepare_numbers_classes_by_training_frequency(tree, tmp_path):
-  root, train_list, test_list = tree
+def test_prepare_numbers_classes_by_training_frequency(list_tree, tmp_path):
+  root, train_list, test_list = list_tree.root, list_tree.train_list, list_tree.test_list
   # Permute the list labels so the most frequent class is not label 0 in the file.
   relabel = {0: 2, 1: 0, 2: 3, 3: 1}
   shuffled = {}
@@ -79,8 +63,11 @@ def test_prepare_numbers_classes_by_training_frequency(tree, tmp_path):
     lines = [l.rsplit(maxsplit=1) for l in path.read_text().splitlines()]
     shuffled[name] = tmp_path / f"{name}.txt"
     shuffled[name].write_text("".join(f"{p} {relabel[int(c)]}\n" for p, c in lines))
-  data = lists.prepare(_data_config(root, shuffled["train"], shuffled["test"]))
-  chex.assert_trees_all_equal(data.class_counts, np.asarray(TRAIN_COUNTS))
+  config = config_lib.load("digits")
+  config_lib.override(config, list_tree.overrides(f"data.train_list={shuffled['train']}",
+                                                  f"data.test_list={shuffled['test']}"))
+  data = streamed.prepare(config_lib.validate(config).data)
+  chex.assert_trees_all_equal(data.class_counts, np.asarray(list_tree.train_counts))
   assert data.class_names == tuple(str(relabel[c]) for c in range(4))
   # Every image keeps its class: the folder name is the class before relabelling.
   for images in (data.train, data.test):
@@ -92,17 +79,16 @@ def test_prepare_numbers_classes_by_training_frequency(tree, tmp_path):
   assert all(0 < m < 1.5 for m in data.mean) and json.dumps(data.describe())
 
 
-def test_prepare_holds_out_validation_and_rejects_unknown_test_labels(tree, tmp_path):
-  root, train_list, test_list = tree
-  data = lists.prepare(_data_config(root, train_list, test_list, "data.val_fraction=0.3",
-                                    "data.mean=(0.5,0.5,0.5)", "data.std=(0.25,0.25,0.25)"))
-  assert len(data.val) + len(data.train) == sum(TRAIN_COUNTS)
+def test_prepare_holds_out_validation_and_rejects_unknown_test_labels(list_tree, tmp_path):
+  data = streamed.prepare(list_tree.config("data.val_fraction=0.3", "data.mean=(0.5,0.5,0.5)",
+                                           "data.std=(0.25,0.25,0.25)").data)
+  assert len(data.val) + len(data.train) == sum(list_tree.train_counts)
   assert set(data.val.paths).isdisjoint(data.train.paths) and np.all(data.class_counts >= 1)
   assert data.mean == (0.5, 0.5, 0.5)
   bad = tmp_path / "test.txt"
-  bad.write_text(test_list.read_text().splitlines()[0].rsplit(maxsplit=1)[0] + " 9\n")
+  bad.write_text(list_tree.test_list.read_text().splitlines()[0].rsplit(maxsplit=1)[0] + " 9\n")
   with pytest.raises(UserInputError, match="data.test_list: label 9 .* has no training image"):
-    lists.prepare(_data_config(root, train_list, bad))
+    lists.read_lists(list_tree.config(f"data.test_list={bad}").data)
 
 
 def test_validate_names_missing_list_fields():
@@ -151,36 +137,50 @@ def test_random_resized_box_stays_inside_with_admissible_shape():
       assert 3 / 4 * 0.9 <= (x1 - x0) / (y1 - y0) <= 4 / 3 * 1.1
 
 
-def test_train_transform_is_a_function_of_its_rng(tree):
-  root, train_list, _ = tree
-  images = lists.read_list(train_list, root, "f")
+def test_train_transform_is_a_function_of_its_rng(list_tree):
+  images = lists.read_list(list_tree.train_list, list_tree.root, "f")
   draw = lambda seed: streaming.decode_train(images, 0, 16, np.random.default_rng(seed), color_jitter=0.4)
   chex.assert_trees_all_equal(draw(1), draw(1))
   assert draw(1).shape == (16, 16, 3) and not np.array_equal(draw(1), draw(2))
 
 
-def test_decoded_images_index_like_an_array(tree):
-  root, _, test_list = tree
-  images = lists.read_list(test_list, root, "f")
+def test_decoded_images_index_like_an_array(list_tree, new_threads):
+  images = lists.read_list(list_tree.test_list, list_tree.root, "f")
+  with streaming.DecodedImages(images, 16, 20, workers=2) as view:
+    assert view.shape == (len(images), 16, 16, 3) and len(view) == len(images)
+    one_by_one = np.stack([view[i] for i in range(len(view))])
+    chunks = np.concatenate([view[s:s + 5] for s in range(0, len(view), 5)])  # read-ahead path
+    chex.assert_trees_all_equal(chunks, one_by_one)
+    chex.assert_trees_all_equal(view[np.asarray([3, 0, 3])], one_by_one[[3, 0, 3]])
+    mask = np.arange(len(view)) % 2 == 0
+    chex.assert_trees_all_equal(view[mask], one_by_one[mask])
+    chex.assert_trees_all_equal(np.asarray(view), one_by_one)
+    assert new_threads()  # the view's own decoding threads
+  assert not new_threads()
+
+
+def test_a_closed_view_ends_its_threads_and_can_be_read_again(list_tree, new_threads):
+  images = lists.read_list(list_tree.test_list, list_tree.root, "f")
   view = streaming.DecodedImages(images, 16, 20, workers=2)
-  assert view.shape == (len(images), 16, 16, 3) and len(view) == len(images)
-  one_by_one = np.stack([view[i] for i in range(len(view))])
-  chunks = np.concatenate([view[s:s + 5] for s in range(0, len(view), 5)])  # read-ahead path
-  chex.assert_trees_all_equal(chunks, one_by_one)
-  chex.assert_trees_all_equal(view[np.asarray([3, 0, 3])], one_by_one[[3, 0, 3]])
-  mask = np.arange(len(view)) % 2 == 0
-  chex.assert_trees_all_equal(view[mask], one_by_one[mask])
-  chex.assert_trees_all_equal(np.asarray(view), one_by_one)
+  assert not new_threads()  # no thread before the first batch
+  first = view[0:4]  # also starts decoding 4..8 ahead
+  assert all(name.startswith("hyperlt-decode") for name in new_threads()) and new_threads()
+  view.close()
+  assert not new_threads()
+  chex.assert_trees_all_equal(view[0:4], first)
+  view.close()
+  assert not new_threads()
 
 
-def test_loader_epochs_are_deterministic_permutations(tree):
-  root, train_list, _ = tree
-  images = lists.read_list(train_list, root, "f")
+def test_loader_epochs_are_deterministic_permutations(list_tree, new_threads):
+  images = lists.read_list(list_tree.train_list, list_tree.root, "f")
   with streaming.Loader(images, 8, 16, seed=3, workers=2, prefetch=2) as loader:
     assert loader.steps_per_epoch == len(images) // 8
     epoch0 = list(loader.epoch(0))
     again = list(loader.epoch(0))
     epoch1 = list(loader.epoch(1))
+    assert new_threads()
+  assert not new_threads()  # closing the loader ends its decoding threads
   assert len(epoch0) == loader.steps_per_epoch
   chex.assert_trees_all_equal(epoch0, again)
   order = loader.order(0)
@@ -192,9 +192,8 @@ def test_loader_epochs_are_deterministic_permutations(tree):
   assert len(set(order[:loader.steps_per_epoch * 8])) == loader.steps_per_epoch * 8
 
 
-def test_loader_rows_split_the_global_batch_and_resume_mid_epoch(tree):
-  root, train_list, _ = tree
-  images = lists.read_list(train_list, root, "f")
+def test_loader_rows_split_the_global_batch_and_resume_mid_epoch(list_tree):
+  images = lists.read_list(list_tree.train_list, list_tree.root, "f")
   make = lambda rows: streaming.Loader(images, 8, 16, seed=0, workers=2, rows=rows,
                                        put=lambda x, y: (x.copy(), y.copy()))
   with make(None) as whole, make(slice(0, 4)) as first, make(slice(4, 8)) as second:
@@ -205,9 +204,9 @@ def test_loader_rows_split_the_global_batch_and_resume_mid_epoch(tree):
     chex.assert_trees_all_equal(list(whole.epoch(2, start=1)), full[1:])
 
 
-def test_loader_reports_unreadable_images_and_stops_cleanly(tree, tmp_path):
-  root, train_list, _ = tree
-  lines = train_list.read_text().splitlines()
+def test_loader_reports_unreadable_images_and_stops_cleanly(list_tree, tmp_path, new_threads):
+  root = list_tree.root
+  lines = list_tree.train_list.read_text().splitlines()
   broken = root / "train" / "broken.jpg"
   broken.write_bytes(b"not an image")
   listing = tmp_path / "list.txt"
@@ -220,54 +219,42 @@ def test_loader_reports_unreadable_images_and_stops_cleanly(tree, tmp_path):
     batches = loader.epoch(1)
     next(batches)
     batches.close()  # leaving an epoch early must not leave the producer blocked
+    assert "hyperlt-producer" not in new_threads()
+  assert not new_threads()
 
 
-# Training from list files end to end, in a fresh process with XLA's backend optimisation off: the test
-# checks what is computed, and an unoptimised CPU compile is several times faster.
-_TRAIN_SCRIPT = textwrap.dedent("""
-    import collections, json, logging, re, sys
-    import jax, numpy as np
-    jax.config.update("jax_log_compiles", True)
-    compiles = collections.Counter()
-    class Count(logging.Handler):
-      def emit(self, record):
-        m = re.match(r"Compiling jit\\((\\w+)\\)", record.getMessage())
-        if m: compiles[m.group(1)] += 1
-    logging.getLogger("jax").addHandler(Count())
-    from hyperlt import configs as config_lib
-    from hyperlt.analysis import evaluate
-    from hyperlt.training import loop as train
-    root, train_list, test_list, workdir = sys.argv[1:5]
-    config = config_lib.load("digits")
-    config_lib.override(config, [
-        "data.source=lists", f"data.root={root}", f"data.train_list={train_list}",
-        f"data.test_list={test_list}", "data.image_size=16", "data.resize=20", "data.workers=2",
-        "data.val_fraction=0.0", "data.color_jitter=0.4", "optim.batch_size=8", "optim.epochs=2",
-        "optim.warmup_epochs=0", "model.stage_sizes=(1,1)", "model.widths=(4,8)", "model.branch_stages=1",
-        "model.hyper_hidden=(16,)", "train.log_every_steps=1", "train.progress=False"])
-    run = train.train(config, workdir, log=lambda _: None)
-    step_compiles = compiles["step"]
-    results = evaluate.evaluate_alphas(run, np.eye(3, dtype=np.float32))
-    restored = train.load(workdir)
-    same = all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(run.state.params),
-                                                    jax.tree.leaves(restored.state.params)))
-    print("RESULT", json.dumps({"step_compiles": step_compiles, "uniform": results[1]["results"]["uniform"]["all"],
-                                "restored_equal": same, "num_test": len(restored.data.test_y)}))
-""")
+# Training from list files end to end with the command line, in fresh processes with XLA's backend
+# optimisation off: the test checks what is computed, and an unoptimised CPU compile is several times faster.
+_TINY_MODEL = ("data.color_jitter=0.4", "optim.batch_size=8", "optim.epochs=2", "optim.warmup_epochs=0",
+               "model.stage_sizes=(1,1)", "model.widths=(4,8)", "model.branch_stages=1", "model.hyper_hidden=(16,)",
+               "train.log_every_steps=1")
+
+
+def _hyperlt(*args: str) -> subprocess.CompletedProcess:
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu",
+         "JAX_LOG_COMPILES": "1"}
+  proc = subprocess.run([sys.executable, "-m", "hyperlt.cli", *args], capture_output=True, text=True, timeout=150,
+                        env=env, cwd=REPO_ROOT)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
 
 
 @pytest.mark.slow
-def test_training_streams_list_files_end_to_end(tree, tmp_path):
-  root, train_list, test_list = tree
-  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0", "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-c", _TRAIN_SCRIPT, str(root), str(train_list), str(test_list),
-                         str(tmp_path / "run")], capture_output=True, text=True, timeout=150, env=env,
-                        cwd=REPO_ROOT)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  result = json.loads(proc.stdout.split("RESULT", 1)[1])
-  assert result["step_compiles"] == 1  # one compilation for all 2 x 3 steps
-  assert 0.0 <= result["uniform"] <= 1.0 and result["restored_equal"]
-  assert result["num_test"] == 3 * len(TRAIN_COUNTS)
-  records = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-  assert [r["step"] for r in records] == list(range(1, 2 * (sum(TRAIN_COUNTS) // 8) + 1))
+def test_training_streams_list_files_end_to_end(list_tree, tmp_path):
+  workdir = tmp_path / "run"
+  trained = _hyperlt("train", "--workdir", str(workdir), "--no-progress", *list_tree.overrides(*_TINY_MODEL))
+  steps_per_epoch = sum(list_tree.train_counts) // 8
+  assert f"Trained {2 * steps_per_epoch} steps" in trained.stdout
+  # One compilation of the training step for all its 2 x 3 calls: every batch keeps shape and sharding.
+  assert len(re.findall(r"Compiling jit\(step\)", trained.stderr)) == 1
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == list(range(1, 2 * steps_per_epoch + 1))
   assert all(0.0 <= r["input_wait_fraction"] <= 1.0 and np.isfinite(r["loss"]) for r in records)
+  facts = json.loads((workdir / "data.json").read_text())
+  assert facts["num_test"] == list_tree.test_per_class * len(list_tree.train_counts)
+  assert facts["lists"]["train"] == str(list_tree.train_list) and facts["image_shape"] == [16, 16, 3]
+
+  # A new process restores the run with its list-file data and evaluates it on the decoded test images.
+  evaluated = json.loads(_hyperlt("evaluate", "--workdir", str(workdir), "--preference", "0,1,0", "--json").stdout)
+  assert set(evaluated["results"]) == set(facts["test_set_sizes"])
+  assert 0.0 <= evaluated["results"]["uniform"]["all"] <= 1.0

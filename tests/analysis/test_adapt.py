@@ -14,10 +14,11 @@ from sklearn import datasets as sk_datasets
 from hyperlt import cli, losses, preference
 from hyperlt import configs as config_lib
 from hyperlt.analysis import evaluate
-from hyperlt.training import loop as train
 from hyperlt.analysis.adapt import core, label_shift, report, stability
 from hyperlt.data import pipeline, sources
 from hyperlt.errors import UserInputError
+from hyperlt.inference.predictor import Predictor
+from hyperlt.training import loop as train
 
 FORWARD, UNIFORM, BACKWARD = 0, 1, 2   # expert order of the default anchors
 HALF_POINT = 0.005                      # the must-show margin: 0.5 points of accuracy
@@ -344,7 +345,7 @@ def test_guard_prevents_the_small_data_collapse(three_class_run):
     idx = np.random.default_rng(seed).choice(run.data.test_sets["backward50"], 20, replace=False)
     labels = run.data.test_y[idx]
     accuracy = lambda result: float(np.mean(core.predict_classes(run, result, features[:, idx]) == labels))
-    equal = evaluate.predict_classes(run.model, run.state.params, features[:, idx], np.full((1, 3), 1 / 3))[0]
+    equal = Predictor.for_run(run).classes(features[:, idx], np.full((1, 3), 1 / 3))[0]
     start.append(float(np.mean(equal == labels)))
     # SADE's settings, many updates on 20 images (100 epochs), and no guard: the preference runs to the
     # forward vertex, where the head class absorbs the others.
