@@ -34,7 +34,6 @@ import re
 import statistics
 import sys
 import tempfile
-import time
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "profile":
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme").strip()
@@ -146,45 +145,12 @@ def micro(args) -> dict:
 # ------------------------------------------------------------------------------------------------- step
 
 
-class StepVariant:
-  """The recipe's jitted training step with one expert form and one convolution formulation."""
-
-  def __init__(self, form: str, impl: str, images: np.ndarray, labels: np.ndarray, overrides=()):
-    # Imported here: the micro mode needs no training code.
-    from hyperlt import configs as config_lib, distributed  # pylint: disable=import-outside-toplevel
-    from hyperlt.data import augment, resident  # pylint: disable=import-outside-toplevel
-    from hyperlt.models.expert_model import build  # pylint: disable=import-outside-toplevel
-    from hyperlt.training import loop, objectives  # pylint: disable=import-outside-toplevel
-    from hyperlt.training.step import make_optimizer, make_update  # pylint: disable=import-outside-toplevel
-
-    config = config_lib.load("cifar_lt:c100,ir100")
-    config_lib.override(config, ["train.progress=False", *overrides])
-    config = config_lib.validate(config)
-    with config.unlocked():
-      # Set after validation: the config schema may not list every form yet, nor model.conv (read by
-      # hyperlt.models.expert_model.build with a default until it does).
-      config.model.experts, config.model.conv = form, impl
-    self.config = config
-    counts = np.bincount(labels, minlength=100)
-    batch = config.optim.batch_size
-    mesh = distributed.data_mesh(1)
-    self.model = build(config.model, 100)
-    tx = make_optimizer(config.optim, len(labels) // batch)
-    update = make_update(self.model, tx, objectives.from_config(config, np.maximum(counts, 1), 1000))
-    self.step = jax.jit(loop.make_step(update, resident.step_input(
-        batch, config.data.mean, config.data.std, augment.Augmentation.from_config(config.data), mesh), mesh))
-    self.state = loop.initial_state(self.model, tx, config.seed, images.shape[1:], mesh)
-    self.args = (distributed.replicate(images, mesh), distributed.replicate(labels, mesh),
-                 distributed.replicate(np.random.default_rng(0).permutation(len(labels)).astype(np.int32), mesh))
-    self.batches, self.calls = len(labels) // batch, 0
-
-  def run(self, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-      self.state, metrics = self.step(self.state, *self.args, self.calls % self.batches)
-      self.calls += 1
-    jax.block_until_ready(metrics["loss"])
-    return (time.perf_counter() - start) / steps
+def step_variant(form: str, impl: str, images: np.ndarray, labels: np.ndarray, overrides=()):
+  """The recipe's jitted training step (``hyperlt_adapter.TrainStep``) with one expert form and one
+  convolution formulation."""
+  import hyperlt_adapter  # pylint: disable=import-outside-toplevel  (the micro mode needs no training code)
+  c = hyperlt_adapter.config("cifar_lt:c100,ir100", [*overrides, f"model.experts={form}", f"model.conv={impl}"])
+  return hyperlt_adapter.TrainStep(c, images, labels, 100)
 
 
 def _variants(args) -> list[tuple[str, str]]:
@@ -198,15 +164,9 @@ def _data():
 
 def step(args) -> dict:
   images, labels = _data()
-  variants, compile_s = {}, {}
-  for form, impl in _variants(args):
-    name = f"{form}/{impl}"
-    start = time.perf_counter()
-    variants[name] = StepVariant(form, impl, images, labels, args.set)
-    variants[name].run(1)
-    compile_s[name] = time.perf_counter() - start
-    variants[name].run(1)
-    print(f"compiled {name} in {compile_s[name]:.1f}s", flush=True)
+  variants, compile_s = common.compile_all({
+      f"{form}/{impl}": functools.partial(step_variant, form, impl, images, labels, args.set)
+      for form, impl in _variants(args)})
   samples = common.interleave({n: functools.partial(v.run, args.steps) for n, v in variants.items()}, args.rounds)
   med = {n: statistics.median(s) for n, s in samples.items()}
   first = next(iter(variants))
@@ -268,9 +228,9 @@ def _op_category(name: str, lines: dict, bodies: dict) -> str:
 def profile(args) -> dict:
   images, labels = _data()
   (form, impl), = _variants(args)[:1]
-  variant = StepVariant(form, impl, images, labels, args.set)
+  variant = step_variant(form, impl, images, labels, args.set)
   variant.run(2)
-  lines, bodies = _hlo_index(variant.step.lower(variant.state, *variant.args, 0).compile().as_text())
+  lines, bodies = _hlo_index(variant.lowered().compile().as_text())
   with tempfile.TemporaryDirectory() as trace_dir:
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
       seconds = variant.run(args.steps)

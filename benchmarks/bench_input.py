@@ -39,12 +39,14 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from hyperlt import distributed, losses  # noqa: E402
+from hyperlt import distributed  # noqa: E402
 from hyperlt import configs as config_lib  # noqa: E402
 from hyperlt.training import loop as train  # noqa: E402
-from hyperlt.data import lists, streamed, streaming  # noqa: E402
+from hyperlt.data import lists, streaming  # noqa: E402
+from hyperlt.data import streamed as streamed_lib  # noqa: E402  (the name "streamed" is a timed variant below)
 from hyperlt.models.expert_model import build  # noqa: E402
-from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
+from hyperlt.training import objectives  # noqa: E402
+from hyperlt.training.step import make_optimizer, make_update  # noqa: E402
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,10 +99,9 @@ def main(argv=None) -> None:
     model = build(config.model, num_classes)
     mesh = distributed.data_mesh()
     tx = make_optimizer(config.optim, len(images) // batch)
-    prior = np.bincount(images.labels, minlength=num_classes) + 1.0
-    update = make_update(model, tx, losses.adjustments(config.loss.anchors, prior / prior.sum(), config.loss.tau),
-                         StepConfig.from_config(config))
-    step = train.make_step(update, streamed.step_input(IMAGENET_MEAN, IMAGENET_STD, mesh), mesh)
+    counts = np.bincount(images.labels, minlength=num_classes) + 1
+    update = make_update(model, tx, objectives.from_config(config, counts, len(images) // batch * config.optim.epochs))
+    step = train.make_step(update, streamed_lib.step_input(IMAGENET_MEAN, IMAGENET_STD, mesh), mesh)
     state = train.initial_state(model, tx, 0, (image_size, image_size, 3), mesh)
     put = lambda x, y: (distributed.global_batch(x, mesh, batch), distributed.global_batch(y, mesh, batch))
     loader = streaming.Loader(images, batch, image_size, seed=0, workers=args.workers, prefetch=args.prefetch,

@@ -304,6 +304,8 @@ class Setup:
   sweep_rounds: int = 2
   sweeps: tuple[str, ...] = ("sweep66", "sweep231")
   hyperlt_methods: tuple[str, ...] = ("",)
+  # hyperlt's training steps per compiled call (loop.make_multi_step); one variant each, K = 1 named plainly.
+  steps_per_call: tuple[int, ...] = (1,)
   device: str = "auto"
   seed: int = 0
 
@@ -350,12 +352,14 @@ def measure(setup: Setup, official_dirs: dict[str, pathlib.Path], *, images: np.
   # hyperlt: one step per method, the recipe with augmentation off.
   hyperlt_steps = {}
   for method in setup.hyperlt_methods:
-    name = "hyperlt" if not method else f"hyperlt:{method}"
-    c = hyperlt.config(setup.recipe, [*NO_AUGMENTATION, *setup.overrides, *([f"method={method}"] if method else [])])
-    start = time.perf_counter()
-    hyperlt_steps[name] = hyperlt.TrainStep(c, images, labels, num_classes)
-    hyperlt_steps[name].run(1)
-    log(f"{name}: compiled in {time.perf_counter() - start:.1f}s ({hyperlt.expert_form(c)} experts)")
+    for k in setup.steps_per_call:
+      name = ("hyperlt" if not method else f"hyperlt:{method}") + (f"_k{k}" if k != 1 else "")
+      c = hyperlt.config(setup.recipe, [*NO_AUGMENTATION, *setup.overrides, *([f"method={method}"] if method else [])])
+      start = time.perf_counter()
+      hyperlt_steps[name] = hyperlt.TrainStep(c, images, labels, num_classes, steps_per_call=k)
+      hyperlt_steps[name].run(1)
+      log(f"{name}: compiled in {time.perf_counter() - start:.1f}s ({hyperlt.expert_form(c)} experts, {k} step(s) "
+          "per call)")
   reference = hyperlt_steps[next(iter(hyperlt_steps))]
   c = reference.config
   counts = np.bincount(labels, minlength=num_classes)
@@ -426,6 +430,7 @@ def measure(setup: Setup, official_dirs: dict[str, pathlib.Path], *, images: np.
           "recipe": setup.recipe, "overrides": [*NO_AUGMENTATION, *setup.overrides],
           "augmentation": "excluded on both sides",
           "hyperlt_expert_form": hyperlt.expert_form(c), "hyperlt_methods": list(hyperlt_steps),
+          "hyperlt_steps_per_call": list(setup.steps_per_call),
           "stage_sizes": list(c.model.stage_sizes), "widths": list(c.model.widths),
           "branch_stages": c.model.branch_stages, "batch": batch, "classes": num_classes,
           "train_images": int(len(labels)), "rounds": setup.rounds, "steps_per_sample": setup.steps,
@@ -464,6 +469,9 @@ def main(argv=None) -> int:
                       help="hyperlt config override for both sides' model, e.g. model.widths=(16,24,48)")
   parser.add_argument("--hyperlt-methods", default="prl",
                       help="comma-separated hyperlt methods to time (prl = the recipe's default; also e.g. sade)")
+  parser.add_argument("--steps-per-call", default="1",
+                      help="comma-separated hyperlt training steps per compiled call to time, e.g. 1,4 "
+                           "(train.steps_per_call; K > 1: K steps unrolled in one call)")
   parser.add_argument("--classes", type=int, default=100)
   parser.add_argument("--rounds", type=int, default=5)
   parser.add_argument("--steps", type=int, default=2, help="train steps per timed sample")
@@ -494,7 +502,8 @@ def main(argv=None) -> int:
                 steps=args.steps, eval_images=args.eval_images, eval_batch=args.eval_batch,
                 sweep_images=args.sweep_images, sweep_rounds=args.sweep_rounds,
                 sweeps=tuple(s for s in args.sweeps.split(",") if s in SWEEP_STEPS),
-                hyperlt_methods=methods, device=args.device)
+                hyperlt_methods=methods, device=args.device,
+                steps_per_call=tuple(int(k) for k in args.steps_per_call.split(",")))
   dirs = {k: d for k, d in (("sade", args.sade_dir), ("prl", args.prl_dir)) if d}
   print(f"host: {host['cpu_model']}, {cores} cores, load {host['load_average_at_start']}", flush=True)
   result = measure(setup, dirs, log=lambda m: print(m, flush=True))

@@ -13,10 +13,12 @@ crop, flip and rotation, the update of ``hyperlt.training.step``) on random uint
 * ``published_t3``: ``default_t3`` with the published SADE/PRL widths 16/24/48 (reduce_dimension);
   ``t3_over_t1_branches_published`` = published_t3 / default_t1, 3 such experts over the plain ResNet-32
   the single-model baselines train;
-* ``default_t1`` / ``default_t3``: ``model.experts=auto``, what users get (unrolled on CPU, vmapped
-  elsewhere); ``train_images_per_s`` and the 200-epoch extrapolation use ``default_t3``;
-* ``map_t3`` (with ``--map``): the same branches applied by ``jax.lax.map`` over the stacked parameters (a compiled
-  sequential map: still an expert axis, no Python loop, and no grouped convolutions);
+* ``default_t1`` / ``default_t3``: ``model.experts=auto`` as evaluation resolves it (unrolled on CPU,
+  vmapped elsewhere; training times the forms at start-up, hyperlt.training.autotune);
+  ``train_images_per_s`` and the 200-epoch extrapolation use ``default_t3``;
+* ``map_t3`` (with ``--map``): ``model.experts=map``, the same branches applied by ``jax.lax.map`` over the
+  stacked parameters (a compiled sequential map: still an expert axis, no Python loop, and no grouped
+  convolutions);
 * ``bf16_t3`` (with ``--bf16``, default on GPU): ``branches_t3`` with ``model.dtype=bfloat16``;
 * ``eval``: what ``hyperlt evaluate`` computes for ``--eval-images`` test images with ``branches_t3``:
   features in batches of ``train.eval_batch_size``, then predictions for one preference.
@@ -46,7 +48,6 @@ IR100 images / 128) at the median ``default_t3`` step time. ``--time-epochs N`` 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import pathlib
 import statistics
@@ -60,14 +61,12 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import hyperlt_adapter  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from hyperlt import distributed, losses  # noqa: E402
 from hyperlt import configs as config_lib  # noqa: E402
 from hyperlt.training import loop as train  # noqa: E402
-from hyperlt.data import augment, longtail, pipeline  # noqa: E402
-from hyperlt.inference.predictor import Predictor  # noqa: E402
-from hyperlt.models.expert_model import ExpertModel, build, unrolled_experts  # noqa: E402
-from hyperlt.training.step import StepConfig, make_optimizer, make_update  # noqa: E402
+from hyperlt.data import augment, longtail, resident  # noqa: E402
+from hyperlt.models import expert_split  # noqa: E402
 
 RECIPE = "cifar_lt:c100,ir100"
 CIFAR100_IR100_TRAIN = 10_847
@@ -75,30 +74,6 @@ TARGETS = {"t3_over_t1_shared": 1.15, "t3_over_t1_branches": 2.2, "vmap_over_loo
 
 
 EXTRA_OVERRIDES: list[str] = []  # --set: applied to every variant (for quick checks; recorded in the results)
-
-
-@dataclasses.dataclass(frozen=True)
-class MappedExperts(ExpertModel):
-  """The same model, its expert branches applied by ``jax.lax.map`` over the stacked parameters: one
-  compiled branch body run T times in sequence, ordinary (ungrouped) convolutions inside."""
-
-  def features(self, params, batch_stats, images, train):
-    trunk, branch = self.backbone.parts()
-    p, s = params["backbone"], batch_stats["backbone"]
-    trunk_vars = {"params": p["trunk"], "batch_stats": s["trunk"]}
-    if not train:
-      h = trunk.apply(trunk_vars, images, train=False)
-      features = jax.lax.map(lambda v: branch.apply(v, h, train=False),
-                             {"params": p["branches"], "batch_stats": s["branches"]})
-      return features.astype(jnp.float32), batch_stats
-    h, trunk_stats = trunk.apply(trunk_vars, images, train=True, mutable=["batch_stats"])
-
-    def one_expert(variables):
-      f, updated = branch.apply(variables, h, train=True, mutable=["batch_stats"])
-      return f, updated["batch_stats"]
-
-    features, stacked = jax.lax.map(one_expert, {"params": p["branches"], "batch_stats": s["branches"]})
-    return features.astype(jnp.float32), {"backbone": {"trunk": trunk_stats["batch_stats"], "branches": stacked}}
 
 
 def grouped_conv_diagnostic(rounds: int) -> dict:
@@ -135,53 +110,21 @@ VARIANTS = {
     "loop_t3": ("model.experts=unrolled",),  # the library's unrolled form (hyperlt.models.expert_model)
     # The published SADE/PRL CIFAR model: expert branches at 24/48 channels (SADE's reduce_dimension).
     "published_t3": ("model.widths=(16,24,48)",),
-    "map_t3": (),
+    "map_t3": ("model.experts=map",),
     "bf16_t3": ("model.dtype=bfloat16",),
 }
 
 
-class TrainVariant:
-  """One variant's compiled training step, its state and a resident batch source."""
+class TrainVariant(hyperlt_adapter.TrainStep):
+  """One variant's compiled training step (the step ``hyperlt train`` runs), its state and a resident batch
+  source."""
 
   def __init__(self, name: str, num_classes: int, images: np.ndarray, labels: np.ndarray, steps: int):
     self.name, self.steps = name, steps
-    self.config = recipe_config(*VARIANTS[name])
-    model = build(self.config.model, num_classes)
-    if name == "map_t3":
-      model = MappedExperts(**{f.name: getattr(model, f.name) for f in dataclasses.fields(model)})
-    self.model = model
-    batch = self.config.optim.batch_size
-    mesh = distributed.data_mesh(1)
-    tx = make_optimizer(self.config.optim, CIFAR100_IR100_TRAIN // batch)
-    prior = np.bincount(labels, minlength=num_classes) + 1.0
-    update = make_update(model, tx, losses.adjustments(self.config.loss.anchors, prior / prior.sum(),
-                                                       self.config.loss.tau), StepConfig.from_config(self.config))
-    mean, std = self.config.data.mean, self.config.data.std
-    self.step = train.make_resident_step(update, batch, mean, std,
-                                         augment.Augmentation.from_config(self.config.data), mesh)
-    self.state = train.initial_state(model, tx, self.config.seed, images.shape[1:], mesh)
-    self.x = distributed.replicate(images, mesh)
-    self.y = distributed.replicate(labels, mesh)
-    self.perm = distributed.replicate(np.random.default_rng(0).permutation(len(labels)).astype(np.int32), mesh)
-    self.batches = len(labels) // batch
-    self.calls = 0
-
-  def run(self, steps: int) -> float:
-    """Seconds per step over ``steps`` consecutive steps."""
-    start = time.perf_counter()
-    for _ in range(steps):
-      self.state, metrics = self.step(self.state, self.x, self.y, self.perm, self.calls % self.batches)
-      self.calls += 1
-    jax.block_until_ready(metrics["loss"])
-    return (time.perf_counter() - start) / steps
+    super().__init__(recipe_config(*VARIANTS[name]), images, labels, num_classes)
 
   def sample(self) -> float:
     return self.run(self.steps)
-
-  def flops(self) -> float:
-    """XLA's count of floating-point operations in one step (its HLO cost analysis, before device
-    optimisation): the work the step asks for, free of timing noise."""
-    return float(self.step.lower(self.state, self.x, self.y, self.perm, 0).cost_analysis()["flops"])
 
 
 def check_loop_matches(vmapped: TrainVariant, looped: TrainVariant, images: np.ndarray) -> float:
@@ -193,14 +136,14 @@ def check_loop_matches(vmapped: TrainVariant, looped: TrainVariant, images: np.n
   return float(jnp.max(jnp.abs(a - b)))
 
 
-def synthetic_cifar100_lt(seed: int = 0) -> pipeline.Prepared:
+def synthetic_cifar100_lt(seed: int = 0) -> resident.ResidentData:
   """Random images with the class counts of CIFAR-100-LT IR100 (10,847 training images)."""
   rng = np.random.default_rng(seed)
   counts = longtail.longtail_counts(500, 100, 100)
   train_y = np.repeat(np.arange(100), counts).astype(np.int32)
   test_y = np.repeat(np.arange(100), 100).astype(np.int32)
   image = lambda n: rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
-  return pipeline.Prepared(
+  return resident.ResidentData(
       name="synthetic-cifar100-lt-ir100", class_names=tuple(str(c) for c in range(100)),
       train_x=image(len(train_y)), train_y=train_y, val_x=image(0), val_y=np.zeros(0, np.int32), test_x=image(len(test_y)), test_y=test_y,
       class_counts=counts, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
@@ -251,14 +194,8 @@ def main(argv=None) -> None:
   images = rng.integers(0, 256, (1024, 32, 32, 3), dtype=np.uint8)
   labels = rng.integers(0, num_classes, 1024).astype(np.int32)
   names = [n for n in VARIANTS if (n != "bf16_t3" or use_bf16) and (n != "map_t3" or args.map)]
-  variants, compile_s = {}, {}
-  for n in names:
-    start = time.perf_counter()
-    variants[n] = TrainVariant(n, num_classes, images, labels, args.steps)
-    variants[n].run(1)
-    compile_s[n] = time.perf_counter() - start
-    variants[n].run(1)
-    print(f"compiled {n} in {compile_s[n]:.1f}s", flush=True)
+  variants, compile_s = common.compile_all(
+      {n: (lambda n=n: TrainVariant(n, num_classes, images, labels, args.steps)) for n in names})
   loop_error = max(check_loop_matches(variants["branches_t3"], variants[n], images)
                    for n in ("loop_t3", "map_t3") if n in variants)
 
@@ -268,10 +205,7 @@ def main(argv=None) -> None:
   alpha = np.eye(3, dtype=np.float32)[1:2]
 
   def evaluation():
-    state = reference.state
-    predictor = Predictor(reference.model, state.params, state.batch_stats, reference.config.data.mean,
-                          reference.config.data.std, batch_size=eval_batch)
-    return predictor.classes(predictor.features(test_x), alpha)
+    return reference.inference(eval_batch).predict(test_x, alpha)
 
   compile_s["eval"] = common.timed(evaluation)
   common.timed(evaluation)
@@ -285,7 +219,7 @@ def main(argv=None) -> None:
       "t3_over_t1_branches": common.paired_ratio(samples["branches_t3"], samples["branches_t1"]),
       "vmap_over_loop": common.paired_ratio(samples["branches_t3"], samples["loop_t3"]),
       # What users get: model.experts=auto (unrolled on CPU, vmapped elsewhere).
-      "default_experts": "unrolled" if unrolled_experts("auto") else "vmap",
+      "default_experts": expert_split.resolve("auto"),
       "t3_over_t1_branches_default": common.paired_ratio(samples["default_t3"], samples["default_t1"]),
       # 3 experts with the published 24/48 branches over the single ResNet-32 the baselines train.
       "t3_over_t1_branches_published": common.paired_ratio(samples["published_t3"], samples["default_t1"]),

@@ -17,7 +17,7 @@ import shlex
 import statistics
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 
@@ -75,3 +75,17 @@ def write(name: str, started: dict, payload: dict) -> pathlib.Path:
   path = RESULTS / f"{name}.json"
   path.write_text(json.dumps(record, indent=2) + "\n")
   return path
+
+
+def compile_all(factories: dict[str, Callable[[], Any]]) -> tuple[dict[str, Any], dict[str, float]]:
+  """Builds every variant (an object with ``run(steps)``), runs it once to compile (timed: building,
+  compiling and one step) and once more to warm it; returns (variants, compile seconds)."""
+  variants, compile_s = {}, {}
+  for name, factory in factories.items():
+    start = time.perf_counter()
+    variants[name] = factory()
+    variants[name].run(1)
+    compile_s[name] = time.perf_counter() - start
+    variants[name].run(1)
+    print(f"compiled {name} in {compile_s[name]:.1f}s", flush=True)
+  return variants, compile_s

@@ -8,8 +8,10 @@ returns every finished phase:
    ResNet-32, 3 experts on SADE's split, batch 128, crop/flip/rotation in the step) on the carried
    subset, for each expert form (``model.experts=vmap`` and ``unrolled``) in float32 and bfloat16
    (``model.dtype=bfloat16``), and with 1 expert (T = 1, the default form); compiled first, then timed
-   in alternating rounds. Figures: step times, images/s, bf16 and vmap speed-ups, T=3 over T=1.
-2. ``train``: the recipe trained on the subset for as many epochs as fit the phase's budget (estimated
+   in alternating rounds. Figures: step times, images/s, bf16 and vmap speed-ups, T=3 over T=1; on the
+   GPU also the ``map`` form, ``model.conv=chunked`` and 2 steps per compiled call (:data:`GPU_EXTRAS`).
+2. ``train``: the recipe, in the fastest expert form (and convolution formulation) phase 1 measured,
+   trained on the subset for as many epochs as fit the phase's budget (estimated
    from the measured step; the 200-epoch schedule compressed to E epochs when E < 200: warm-up 5/200 and
    milestones at 160/200 and 180/200 of E), then its accuracy, its epoch time and the 200-epoch time
    extrapolated from the steady epochs.
@@ -56,6 +58,12 @@ DEFAULT_SUBSET = HERE / ".carry" / "cifar10_lt_ir100.npz"
 OFFICIAL_DIRS = {"sade": HERE / ".official" / "SADE-AgnosticLT", "prl": HERE / ".official" / "PRL"}
 FORMS = ("vmap", "unrolled")
 DTYPES = ("float32", "bfloat16")
+# On the GPU also: the lax.map form, the chunked convolution gradients (model.conv=chunked, built for
+# XLA:CPU, not yet measured on a GPU) and 2 steps per compiled call (loop.make_multi_step), each in the
+# default form, float32; last in the order, so that a tight budget drops them first.
+GPU_EXTRAS = {"map_float32": ("model.experts=map",), "default_chunked": ("model.conv=chunked",),
+              "default_k2": ()}
+STEPS_PER_CALL = {"default_k2": 2}
 PUBLISHED_EPOCHS = 200
 
 # Sizes and budgets (seconds) per mode. The GPU budgets add up to about 7 minutes with start-up.
@@ -221,6 +229,7 @@ class Context:
     self.default_step_s = None    # its median step time
     self.default_compile_s = None
     self.run = None               # the trained run of phase "train"
+    self.train_overrides = ()     # the fastest form phase "steps" measured, for phase "train"
 
   def config(self, *extra: str):
     return self.hyperlt.config(RECIPE, [*self.overrides, *extra])
@@ -236,6 +245,9 @@ def phase_steps(deadline: float, ctx: Context) -> dict:
   default = f"{default_form}_float32"
   variants = {default: forms.pop(default), "t1": ("model.num_experts=1", "loss.anchors=uniform"),
               **dict(sorted(forms.items(), key=lambda kv: (not kv[0].startswith(default_form), kv[0])))}
+  if ctx.mode == "gpu":
+    # The default form first: map_float32's own model.experts=map overrides it.
+    variants.update({n: (f"model.experts={default_form}", *v) for n, v in GPU_EXTRAS.items()})
   data = ctx.data
   steps, compile_s, skipped = {}, {}, []
   for name, extra in variants.items():
@@ -243,7 +255,8 @@ def phase_steps(deadline: float, ctx: Context) -> dict:
       skipped.append(name)
       continue
     start = time.perf_counter()
-    step = h.TrainStep(ctx.config(*extra), data.train_x, data.train_y, data.num_classes)
+    step = h.TrainStep(ctx.config(*extra), data.train_x, data.train_y, data.num_classes,
+                       steps_per_call=STEPS_PER_CALL.get(name, 1))
     step.run(1)
     compile_s[name] = time.perf_counter() - start
     step.run(1)
@@ -259,6 +272,17 @@ def phase_steps(deadline: float, ctx: Context) -> dict:
                                            for d in DTYPES if f"unrolled_{d}" in samples and f"vmap_{d}" in samples}
   if default in samples and "t1" in samples:
     figures["t3_over_t1"] = paired(samples[default], samples["t1"])
+  for name, figure in (("map_float32", "map_speedup_over_default"), ("default_chunked", "chunked_speedup"),
+                       ("default_k2", "steps_per_call_2_speedup")):
+    if name in samples and default in samples:
+      figures[figure] = paired(samples[default], samples[name])
+  # What training then runs: the fastest T = 3 float32 variant of one step per call.
+  trainable = {n: t for n, t in median.items() if n.endswith("_float32") or n == "default_chunked"}
+  fastest = min(trainable, key=trainable.get) if trainable else default
+  conv_impl = "chunked" if fastest == "default_chunked" else ("xla" if ctx.mode == "gpu" else "auto")
+  ctx.train_overrides = (f"model.experts={default_form if fastest.startswith('default') else fastest.split('_')[0]}",
+                         f"model.conv={conv_impl}")
+  figures["train_form"] = " ".join(ctx.train_overrides)
   flops = {}
   if default in steps and "t1" in steps and time.perf_counter() < deadline:
     flops = {n: steps[n].flops() for n in (default, "t1")}
@@ -320,7 +344,9 @@ def phase_train(deadline: float, ctx: Context) -> dict:
   else:
     epoch_estimate, epochs = None, 1
   schedule = compressed_schedule(epochs)
-  extra = [*schedule, f"train.log_every_steps={steps_per_epoch}", f"train.checkpoint_every_epochs={epochs}"]
+  # The form is named, so that training does not time the candidates again (hyperlt.training.autotune).
+  extra = [*ctx.train_overrides, *schedule, f"train.log_every_steps={steps_per_epoch}",
+           f"train.checkpoint_every_epochs={epochs}"]
   c = ctx.config(*extra)
   print(f"    {epochs} epoch(s) of {steps_per_epoch} steps (estimated {epoch_estimate or float('nan'):.2f}s each)",
         flush=True)

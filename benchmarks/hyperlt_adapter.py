@@ -28,26 +28,16 @@ import jax
 import numpy as np
 
 from hyperlt import configs as config_lib
-from hyperlt import distributed, losses, preference
+from hyperlt import distributed, preference
 from hyperlt.analysis import evaluate as evaluate_lib
 from hyperlt.analysis import sweep as sweep_lib
-from hyperlt.data import augment, longtail
+from hyperlt.data import augment, longtail, pipeline, resident
+from hyperlt.inference.predictor import Predictor
+from hyperlt.models import expert_split
 from hyperlt.models.expert_model import build
 from hyperlt.training import loop as loop_lib
+from hyperlt.training import objectives
 from hyperlt.training import step as step_lib
-
-try:  # the method-specific part of the update, in the restructured package
-  from hyperlt.training import objectives as _objectives
-except ImportError:  # before it: anchors and a StepConfig passed to make_update
-  _objectives = None
-try:  # where the restructured package resolves model.experts ("auto" -> a form)
-  from hyperlt.models.expert_split import resolve as _resolve_form
-except ImportError:  # before it: expert_model.unrolled_experts
-  _resolve_form = None
-try:  # the inference layer of the restructured package
-  from hyperlt.inference.predictor import Predictor as _Predictor
-except ImportError:  # the layout before it: features and predictions in hyperlt.analysis.evaluate
-  _Predictor = None
 
 # What the step phase of a benchmark must not change: the recipe's own progress bar is off.
 _QUIET = ("train.progress=False",)
@@ -61,11 +51,9 @@ def config(spec: str, overrides: Sequence[str] = ()):
 
 
 def expert_form(c) -> str:
-  """How ``c.model.experts`` runs the stacked expert branches on this backend, e.g. "vmap" or "unrolled"."""
-  if _resolve_form is not None:
-    return _resolve_form(c.model.experts)
-  from hyperlt.models.expert_model import unrolled_experts  # pylint: disable=g-import-not-at-top
-  return "unrolled" if unrolled_experts(c.model.experts) else "vmap"
+  """How ``c.model.experts`` runs the stacked expert branches outside training on this backend, e.g. "vmap"
+  or "unrolled" (training decides "auto" by measurement, see hyperlt.training.autotune)."""
+  return expert_split.resolve(c.model.experts)
 
 
 def simplex_grid(num_experts: int, step: float) -> np.ndarray:
@@ -82,22 +70,7 @@ def longtail_indices(labels: np.ndarray, imbalance_ratio: float, n_max: int | No
 
 def prepare_data(c):
   """The run data ``c.data`` describes (long-tailed training set, balanced test set, test sets)."""
-  return loop_lib.prepare_data(c.data)
-
-
-def _optimizer_and_update(c, model, class_counts: np.ndarray, steps_per_epoch: int):
-  """(optax optimiser, pure update) exactly as ``hyperlt.training.loop.train`` makes them for config ``c``."""
-  total_steps = steps_per_epoch * c.optim.epochs
-  if _objectives is not None:
-    tx = step_lib.make_optimizer(c.optim, steps_per_epoch, learn_scale=c.preference.learn_scale)
-    return tx, step_lib.make_update(model, tx, _objectives.from_config(c, class_counts, total_steps))
-  tx = step_lib.make_optimizer(c.optim, steps_per_epoch)
-  prior = (class_counts + 1e-12) / np.sum(class_counts + 1e-12)
-  adjust = losses.adjustments(c.loss.anchors, prior, c.loss.tau)
-  return tx, step_lib.make_update(model, tx, adjust, step_lib.StepConfig.from_config(c),
-                                  *loop_lib.deferred_reweighting(c.loss, np.repeat(np.arange(len(class_counts)),
-                                                                                  class_counts),
-                                                                 len(class_counts), total_steps))
+  return pipeline.prepare(c.data)
 
 
 class TrainStep:
@@ -105,48 +78,64 @@ class TrainStep:
 
   ``images`` [N, H, W, C] uint8 and ``labels`` [N] are the training set; the class prior the loss
   anchors use is their label frequency (``num_classes`` classes). The step is the one ``hyperlt train``
-  runs (same update, same on-device batch preparation and augmentation, same state layout).
+  runs (same update, same on-device batch preparation and augmentation, same state layout), built by the
+  calls ``hyperlt.training.loop.train`` makes. ``steps_per_call`` K > 1 (default: ``train.steps_per_call``
+  of ``c``) runs K steps per compiled call (``loop.make_multi_step``); :meth:`run` then takes steps in
+  multiples of K.
   """
 
-  def __init__(self, c, images: np.ndarray, labels: np.ndarray, num_classes: int):
+  def __init__(self, c, images: np.ndarray, labels: np.ndarray, num_classes: int, steps_per_call: int | None = None):
     self.config = c
     self.batch_size = c.optim.batch_size
     self.model = build(c.model, num_classes)
     mesh = distributed.data_mesh(1)
     steps_per_epoch = max(len(labels) // self.batch_size, 1)
-    tx, update = _optimizer_and_update(c, self.model, np.bincount(labels, minlength=num_classes),
-                                       steps_per_epoch)
+    counts = np.maximum(np.bincount(labels, minlength=num_classes), 1)
+    tx = step_lib.make_optimizer(c.optim, steps_per_epoch, learn_scale=c.preference.learn_scale)
+    update = step_lib.make_update(self.model, tx, objectives.from_config(c, counts, steps_per_epoch * c.optim.epochs))
     self.mean, self.std = tuple(c.data.mean), tuple(c.data.std)
-    self._step = loop_lib.make_resident_step(update, self.batch_size, self.mean, self.std,
-                                             augment.Augmentation.from_config(c.data), mesh)
+    batches = resident.step_input(self.batch_size, self.mean, self.std, augment.Augmentation.from_config(c.data),
+                                  mesh)
+    steps_per_call = self.steps_per_call = steps_per_call or c.train.steps_per_call
+    self._step = (loop_lib.make_step(update, batches, mesh) if steps_per_call == 1
+                  else loop_lib.make_multi_step(update, batches, mesh, steps_per_call))
     self.state = loop_lib.initial_state(self.model, tx, c.seed, tuple(images.shape[1:]), mesh)
     self._x = distributed.replicate(np.asarray(images, np.uint8), mesh)
     self._y = distributed.replicate(np.asarray(labels, np.int32), mesh)
     perm = np.random.default_rng(0).permutation(len(labels)).astype(np.int32)
     self._perm = distributed.replicate(perm, mesh)
-    self._batches = steps_per_epoch
+    # Batch indices a call may start at: all of its K batches lie inside the epoch.
+    self._starts = max(steps_per_epoch - steps_per_call + 1, 1)
     self._calls = 0
 
+  def _call(self):
+    self.state, metrics = self._step(self.state, self._x, self._y, self._perm,
+                                     (self._calls * self.steps_per_call) % self._starts)
+    self._calls += 1
+    return metrics
+
   def run(self, steps: int) -> float:
-    """Runs ``steps`` consecutive steps and waits for the last; returns seconds per step."""
+    """Runs ``steps`` consecutive steps (rounded up to whole calls) and waits for the last; returns seconds
+    per step."""
+    calls = -(-steps // self.steps_per_call)
     start = time.perf_counter()
-    metrics = None
-    for _ in range(steps):
-      self.state, metrics = self._step(self.state, self._x, self._y, self._perm, self._calls % self._batches)
-      self._calls += 1
+    for _ in range(calls):
+      metrics = self._call()
     jax.block_until_ready(metrics["loss"])
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / (calls * self.steps_per_call)
 
   def last_loss(self) -> float:
-    """The loss of one more step (a finite number shows the step computes something sane)."""
-    self.state, metrics = self._step(self.state, self._x, self._y, self._perm, self._calls % self._batches)
-    self._calls += 1
-    return float(metrics["loss"])
+    """The loss of one more call (a finite number shows the step computes something sane)."""
+    return float(self._call()["loss"])
+
+  def lowered(self):
+    """The call lowered for its current arguments (``.compile().as_text()`` gives the optimised HLO)."""
+    return self._step.lower(self.state, self._x, self._y, self._perm, 0)
 
   def flops(self) -> float | None:
-    """XLA's count of floating-point operations of one step (None where the backend gives none)."""
+    """XLA's count of floating-point operations of one call (None where the backend gives none)."""
     try:
-      cost = self._step.lower(self.state, self._x, self._y, self._perm, 0).cost_analysis()
+      cost = self.lowered().cost_analysis()
       cost = cost[0] if isinstance(cost, (list, tuple)) else cost
       return float(cost["flops"])
     except Exception:  # pylint: disable=broad-except
@@ -162,24 +151,16 @@ class Inference:
   batches of ``batch_size``, then predicted classes for P preferences at once (no post-hoc shift)."""
 
   def __init__(self, model, params, batch_stats, mean, std, batch_size: int):
-    self._args = (model, params, batch_stats, mean, std)
     self.batch_size = batch_size
-    self._predictor = None if _Predictor is None else _Predictor(*self._args, batch_size=batch_size)
+    self._predictor = Predictor(model, params, batch_stats, mean, std, batch_size=batch_size)
 
   def features(self, images: np.ndarray):
     """Features [T, N, d] of uint8 images [N, H, W, C] (on the device, computed)."""
-    if self._predictor is not None:
-      return jax.block_until_ready(self._predictor.features(images))
-    model, params, batch_stats, mean, std = self._args
-    return jax.block_until_ready(evaluate_lib.extract_features(model, params, batch_stats, images, mean, std,
-                                                               self.batch_size))
+    return jax.block_until_ready(self._predictor.features(images))
 
   def classes(self, features, alphas: np.ndarray) -> np.ndarray:
     """Predicted classes [P, N] for raw preferences alphas [P, T], on the host."""
-    if self._predictor is not None:
-      return np.asarray(self._predictor.classes(features, alphas))
-    model, params = self._args[:2]
-    return np.asarray(evaluate_lib.predict_classes(model, params, features, alphas))
+    return np.asarray(self._predictor.classes(features, alphas))
 
   def predict(self, images: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     """Features once, then classes [P, N] for every preference: what a P-preference sweep computes."""

@@ -34,7 +34,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 from hyperlt import configs as config_lib
 from hyperlt import preference

@@ -3,7 +3,7 @@
     from hyperlt import api
 
     model = api.load("runs/digits")
-    probs = model.predict(images, preference="0,0,1")       # [N, K] class probabilities
+    probs = model.predict(images, preference="0,0,1")       # [N, K] class probabilities of uint8 images
     result = api.sweep("runs/digits", step=0.05)           # every grid preference on the 11 test sets
     choice = api.choose("runs/digits", maximize="many", subject_to=["few>=0.5"])
     probs = model.predict(images, choice.preference)
@@ -19,6 +19,7 @@ handful of compiled programs.
 from __future__ import annotations
 
 import pathlib
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -33,6 +34,40 @@ from hyperlt.inference.predictor import Predictor
 from hyperlt.workdir import run as run_lib
 
 DEFAULT_BATCH_SIZE = 128
+RANGE_CHECKS = ("warn", "error", "off")
+# Below this many images a batch's mean pixel says little about its scale (one dark photo is fine).
+MIN_IMAGES_FOR_MEAN_CHECK = 16
+
+
+class ImageRangeWarning(UserWarning):
+  """Images whose pixel values do not look like the training images' (e.g. digits left at 0..16)."""
+
+
+def value_range_problem(images: np.ndarray, facts: run_lib.RunFacts) -> str | None:
+  """Why uint8 images [N, H, W, C] look differently scaled from the run's training images, or None.
+
+  Training images are uint8 0..255 normalised with the run's per-channel ``mean`` / ``std`` (0..1 scale,
+  data.json). A batch is suspicious when its brightest pixel stays below half of ``mean + std`` (most
+  training images have pixels far brighter: e.g. scikit-learn's digits fed as 0..16, or [0, 1] floats
+  cast to uint8), or, for 16 or more images, when a channel's mean pixel is more than one training std
+  away from the training mean (e.g. inverted images).
+  """
+  if images.size == 0:
+    return None
+  mean, std = np.asarray(facts.mean), np.asarray(facts.std)
+  peak = int(images.max())
+  scale = (f"this run's training images are uint8 0..255 with mean pixel "
+           f"{', '.join(f'{v * 255:.0f}' for v in mean)} (std {', '.join(f'{v * 255:.0f}' for v in std)})")
+  if peak / 255 < 0.5 * float(np.min(mean + std)):
+    hint = (" (scikit-learn's digits are 0..16: use np.round(x * 255 / 16).astype(np.uint8))" if peak <= 16
+            else "")
+    return (f"images: the brightest pixel is {peak} of 255, while {scale}; scale the images to 0..255 as in "
+            f"training{hint}")
+  batch_mean = images.reshape(-1, images.shape[-1]).mean(0) / 255
+  if len(images) >= MIN_IMAGES_FOR_MEAN_CHECK and np.any(np.abs(batch_mean - mean) > std):
+    return (f"images: their mean pixel is {', '.join(f'{v * 255:.0f}' for v in batch_mean)}, more than one std "
+            f"from training's: {scale}; check their scale (and polarity) against the training data")
+  return None
 
 
 class Model:
@@ -65,14 +100,31 @@ class Model:
     """What ``predict`` uses without a preference (the uniform anchor's vertex unless configured)."""
     return evaluate.default_preference(self.run)
 
-  def predict(self, images, preference: str | Sequence[float] | np.ndarray | None = None) -> np.ndarray:
+  def check_images(self, images, check_range: str = "warn") -> np.ndarray:
+    """``images`` as uint8 [N, H, W, C] after the checks of :meth:`predict` (dtype and shape refused with
+    UserInputError; a value range unlike training's warned about, refused or ignored per ``check_range``)."""
+    require(check_range in RANGE_CHECKS, f"check_range: expected one of {', '.join(RANGE_CHECKS)}, got "
+            f"{check_range!r}")
+    images = image_input.check_images(images, self.image_shape, allow_empty=True)
+    problem = None if check_range == "off" else value_range_problem(images, self.run.facts)
+    if problem is not None:
+      require(check_range != "error", problem)
+      warnings.warn(problem, ImageRangeWarning, stacklevel=3)
+    return images
+
+  def predict(self, images, preference: str | Sequence[float] | np.ndarray | None = None, *,
+              check_range: str = "warn") -> np.ndarray:
     """Class probabilities float32 [N, K] of uint8 images [N, H, W, C] (or [N, H, W] for one channel).
 
     ``preference`` is a raw preference, one non-negative number per expert ("0,0,1", [0, 0, 1]),
     validated like ``hyperlt evaluate --preference`` (same rules and messages, field "preference");
-    None uses :attr:`default_preference`.
+    None uses :attr:`default_preference`. Images that are not uint8 of the run's image shape are refused
+    (UserInputError). Images whose pixel values look scaled unlike the training images
+    (:func:`value_range_problem`, e.g. scikit-learn's digits at 0..16 instead of 0..255) raise an
+    :class:`ImageRangeWarning` with ``check_range="warn"``, a UserInputError with ``"error"``, nothing
+    with ``"off"``.
     """
-    images = image_input.check_images(images, self.image_shape, allow_empty=True)
+    images = self.check_images(images, check_range)
     alpha = (self.default_preference if preference is None
              else preference_lib.parse(preference, self.num_experts, "preference"))
     if len(images) == 0:

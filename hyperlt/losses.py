@@ -158,15 +158,6 @@ def adjustments(anchors: Sequence[str], prior: np.ndarray, tau: float) -> np.nda
   return Anchors.parse(anchors, prior, tau).additive
 
 
-def split_anchors(anchors: Sequence[str], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Deprecated: ``rows`` [T, K] split by anchor kind into (rows of additive anchors, rows of margin
-  anchors), the other kind's rows zeroed. Kept for hyperlt.analysis.adapt.core, which reads
-  ``[0]`` of ``split_anchors(anchors, adjustments(...))``; :class:`Anchors` holds both kinds directly."""
-  is_margin = np.array([is_margin_anchor(a) for a in anchors])[:, None]
-  rows = np.asarray(rows, np.float32)
-  return np.where(is_margin, 0.0, rows).astype(np.float32), np.where(is_margin, rows, 0.0).astype(np.float32)
-
-
 def target_prior(adjustment: np.ndarray, prior: np.ndarray) -> np.ndarray:
   """The class prior that training with ``CE(z + adjustment, y)`` makes z fit: pi * exp(-a), normalised."""
   unnormalised = np.asarray(prior, np.float64) * np.exp(-np.asarray(adjustment, np.float64))

@@ -10,23 +10,13 @@ import pytest
 from hyperlt import configs as config_lib
 from hyperlt.training import loop as train
 from hyperlt.workdir import run as run_lib
-
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_CIFAR10 = REPO_ROOT.parent / "shared" / "data" / "cifar10-jpeg75.npz"
-
-
-def _tiny_config(*overrides: str):
-  config = config_lib.load("digits")
-  config_lib.override(config, ["model.widths=(8,16,32)", "optim.epochs=2", "optim.warmup_epochs=0",
-                               "train.progress=False", *overrides])
-  return config_lib.validate(config)
-
+from tests import helpers
 
 @pytest.fixture
 def tiny_config():
   """A factory of seconds-fast digits configs: ``tiny_config(*overrides)`` is the embedded default with a
   1-block ResNet of narrow widths and 2 epochs, then the overrides."""
-  return _tiny_config
+  return helpers.tiny_digits_config
 
 
 @pytest.fixture(scope="session")

@@ -28,13 +28,18 @@ def evaluate_json(capsys, workdir, pref):
 
 def test_evaluate_json_contract(capsys, trained_workdir):
   result = evaluate_json(capsys, trained_workdir, "1,0,0")
-  assert set(result) == {"preference", "results"}
+  assert list(result) == ["preference", "results", "counts"]
   assert result["preference"] == [1.0, 0.0, 0.0]
   assert list(result["results"]) == list(longtail.TEST_SET_NAMES)
   for row in result["results"].values():
     assert set(row) == set(GROUPS)
     for value in row.values():
       assert value is None or 0.0 <= value <= 1.0
+  # "counts": the images behind each cell; a group without images is the one with accuracy None.
+  assert list(result["counts"]) == list(result["results"])
+  for name, row in result["counts"].items():
+    assert row["all"] == sum(row[g] for g in GROUPS if g != "all") > 0
+    assert [g for g in GROUPS if row[g] == 0] == [g for g in GROUPS if result["results"][name][g] is None]
 
 
 def test_forward_and_backward_preferences_trade_head_for_tail(capsys, trained_workdir):

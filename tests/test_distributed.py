@@ -7,30 +7,16 @@ in the orbax saves), and must end with identical parameters that also match a 1-
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
-from test_train import PRELUDE, REPO_ROOT, run_python, xla_cache
 
 from hyperlt import distributed
 from hyperlt import configs as config_lib
 from hyperlt.errors import UserInputError
-
-_SCRIPT = PRELUDE + textwrap.dedent("""
-    port, process_id, workdir = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    launch = [f"parallel.coordinator_address=127.0.0.1:{port}", "parallel.num_processes=2",
-              f"parallel.process_id={process_id}"] if port else []
-    run = train.train(tiny_config(*launch), workdir, data=tiny_data(), log=print)
-    print("RESULT", json.dumps({"processes": jax.process_count(), "devices": jax.device_count(),
-                                "step": int(run.state.step), "params": params(run)}))
-""")
-
+from tests import helpers
 
 def _free_port() -> int:
   with socket.socket() as s:
@@ -39,22 +25,22 @@ def _free_port() -> int:
 
 
 def _result(proc_out: str) -> dict:
-  return json.loads(proc_out.split("RESULT", 1)[1])
+  return helpers.read_result(proc_out)
 
 
 @pytest.fixture(scope="module")
 def two_processes(tmp_path_factory) -> dict:
   shared = tmp_path_factory.mktemp("two_processes")
   port = str(_free_port())
-  env = {**os.environ, "JAX_PLATFORMS": "cpu",
-         "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_force_host_platform_device_count=2"}
+  env = helpers.script_env(xla_flags="--xla_force_host_platform_device_count=2")
   logs = [(shared / f"process{i}.out", shared / f"process{i}.err") for i in (0, 1)]
-  workers = [subprocess.Popen([sys.executable, "-c", _SCRIPT, port, str(i), str(shared)], env=env, cwd=REPO_ROOT,
+  workers = [subprocess.Popen(helpers.script_command("multi_host_worker.py", port, str(i), str(shared)),
+                              env=env, cwd=helpers.REPO_ROOT,
                               stdout=open(out, "w"), stderr=open(err, "w")) for i, (out, err) in enumerate(logs)]
   try:
     reference_dir = tmp_path_factory.mktemp("one_process")
-    reference = run_python(_SCRIPT, "", "0", str(reference_dir), cache_dir=xla_cache(tmp_path_factory),
-                           timeout=150)
+    reference = helpers.run_script("multi_host_worker.py", "", "0", str(reference_dir),
+                                   cache_dir=helpers.xla_cache(tmp_path_factory), timeout=150)
     for w in workers:
       w.wait(timeout=150)
   finally:
@@ -85,8 +71,8 @@ def test_two_processes_agree_with_each_other_and_with_one_process(two_processes)
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for a, b in zip(first["params"], reference["params"]):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
-  logged = lambda workdir: [json.loads(l)["loss"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
-  shared_losses, reference_losses = logged(two_processes["shared"]), logged(two_processes["reference_dir"])
+  shared_losses = helpers.logged_losses(two_processes["shared"])
+  reference_losses = helpers.logged_losses(two_processes["reference_dir"])
   np.testing.assert_allclose(shared_losses, reference_losses, rtol=1e-5)
   assert len(shared_losses) == first["step"]  # process 0 alone wrote the metrics
 
@@ -116,5 +102,5 @@ def test_validate_checks_the_parallel_section():
   with pytest.raises(UserInputError, match="parallel.coordinator_address: required for 2 processes"):
     config_lib.validate(config)
   config_lib.override(config, ["parallel.coordinator_address=10.0.0.1:5000", "parallel.process_id=3"])
-  with pytest.raises(UserInputError, match="parallel.process_id: expected 0..1"):
+  with pytest.raises(UserInputError, match="parallel.process_id: expected an integer in 0..1"):
     config_lib.validate(config)

@@ -10,57 +10,21 @@ devices in tests/inference/test_sharded_features.py.)
 
 from __future__ import annotations
 
-import json
-import textwrap
 
 import numpy as np
 import pytest
-from test_train import PRELUDE, run_python, xla_cache
 
 from hyperlt import distributed
 from hyperlt.errors import UserInputError
-
-_SCRIPT = PRELUDE + textwrap.dedent("""
-    import jax.numpy as jnp
-    from hyperlt import distributed
-    from hyperlt.training.step import TrainState
-    base = sys.argv[1]
-    out = {"devices": jax.device_count()}
-    for n in (1, 8):
-      workdir = f"{base}/resident{n}"
-      run = train.train(tiny_config(f"parallel.num_devices={n}"), workdir, data=tiny_data(), log=print)
-      out[f"resident{n}"] = {"losses": losses(workdir), "params": params(run)}
-
-    # Evaluation of the last run on its 8-device mesh and from features computed on one device.
-    from hyperlt.analysis import evaluate
-    from hyperlt.inference.predictor import Predictor
-    one = Predictor(run.model, run.params, run.batch_stats, run.facts.mean, run.facts.std)
-    out["evaluated"] = evaluate.evaluate_alphas(run, np.eye(3, dtype=np.float32))
-    out["evaluated_one"] = evaluate.evaluate_alphas(run, np.eye(3, dtype=np.float32),
-                                                    features=one.features(run.data.test_x))
-
-    # What the 8-device programs do with a batch of 16: a probe update that averages the images.
-    mesh = distributed.data_mesh(8)
-    def probe(state, images, labels, key):
-      return state.replace(params=state.params + jnp.mean(images)), {"labels": jnp.sum(labels)}
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=jnp.zeros(()), batch_stats={}, opt_state=(),
-                       rng=jax.random.PRNGKey(0))
-    x, y = np.zeros((40, 8, 8, 1), np.uint8), np.zeros(40, np.int32)
-    from hyperlt.data.augment import Augmentation
-    resident = train.make_resident_step(probe, 16, (0.5,), (0.25,), Augmentation(1, True), mesh)
-    out["hlo_resident"] = resident.lower(state, x, y, np.arange(40, dtype=np.int32), 0).compile().as_text()
-    streamed = train.make_streaming_step(probe, (0.5,), (0.25,), mesh)
-    out["hlo_streamed"] = streamed.lower(state, x[:16], y[:16]).compile().as_text()
-    print("RESULT", json.dumps(out))
-""")
-
+from tests import helpers
 
 @pytest.fixture(scope="module")
 def eight_devices(tmp_path_factory) -> dict:
-  proc = run_python(_SCRIPT, str(tmp_path_factory.mktemp("sharding")), cache_dir=xla_cache(tmp_path_factory),
-                    xla_flags="--xla_force_host_platform_device_count=8", timeout=170)
+  proc = helpers.run_script("eight_devices.py", str(tmp_path_factory.mktemp("sharding")),
+                            cache_dir=helpers.xla_cache(tmp_path_factory),
+                            xla_flags="--xla_force_host_platform_device_count=8", timeout=170)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  return json.loads(proc.stdout.split("RESULT", 1)[1])
+  return helpers.read_result(proc.stdout)
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ validation split in one pass (features once, preferences vmapped, as a sweep) an
 point that meets every bound.
 
 The validation split is ``data.val_fraction`` of the long-tailed training set, held out per class before
-training (hyperlt.data.longtail.validation_split; ``Prepared.val_x`` / ``val_y``), so it is long-tailed
+training (hyperlt.data.longtail.validation_split; ``RunData.val_x`` / ``val_y``), so it is long-tailed
 like the training set. Metrics for a test set drawn from another class prior ``q`` are estimated from the
 per-class recall ``r_c`` on it, which a label shift does not change (hyperlt.analysis.metrics):
 
@@ -35,7 +35,7 @@ import numpy as np
 from hyperlt import preference
 from hyperlt.analysis import format as fmt
 from hyperlt.analysis import metrics
-from hyperlt.analysis.sweep import check_alphas
+from hyperlt.analysis.sweep import check_alphas, check_grid
 from hyperlt.data import longtail, suites
 from hyperlt.errors import UserInputError, require
 from hyperlt.inference.predictor import Predictor
@@ -214,6 +214,7 @@ def choose(run: Run, *, maximize: str | None = None, minimize: str | None = None
   _require_validation(run)
   num_experts = run.model.num_experts
   if alphas is None:
+    check_grid(run.model, run.data.num_classes, len(run.data.val_y), step)
     alphas = preference.simplex_grid(num_experts, step)
   else:
     alphas = check_alphas(alphas, num_experts)

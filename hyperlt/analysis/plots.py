@@ -2,11 +2,14 @@
 
 * ``simplex.png``: accuracy over the preference simplex (ternary heat map) on forward50, uniform and
   backward50. Each vertex is one expert alone, each point of the triangle a mixture of the three; the
-  star marks the best preference on that test set.
+  star marks the best preference on that test set. The panels share one colour scale (by default), so
+  a colour means the same accuracy in each.
 * ``pareto.png``: many-shot against few-shot accuracy on the uniform test set, one dot per preference,
-  with the Pareto front (the preferences no other preference beats on both) drawn as a line.
-* ``anchors3d.png``: the PRL paper's 3-D view: forward50, uniform and backward50 accuracy of each
-  preference as one point in 3-D.
+  with the Pareto front (the preferences no other preference beats on both) drawn as a line; its legend
+  counts the points drawn, not the preferences stacked on them.
+* ``anchors.png``: the PRL paper's three-test-set view in 2-D: forward50 against backward50 accuracy, the
+  colour giving uniform accuracy, the Pareto front over the three test sets (the preferences that no other
+  beats on all three) ringed.
 
 Colours follow the preference: from the first anchor (forward) to the last (backward), so the same
 preference has the same colour in every figure.
@@ -39,12 +42,20 @@ def _preference_colour(result: SweepResult) -> tuple[np.ndarray, str]:
   return result.preferences[:, -1] - result.preferences[:, 0], f"weight of {a[-1]} − weight of {a[0]}"
 
 
+def _points(n: int) -> str:
+  return f"{n} point" + ("" if n == 1 else "s")
+
+
 def _present_sets(result: SweepResult) -> list[str]:
   return [s for s in ANCHOR_TEST_SETS if s in result.set_names]
 
 
-def simplex_figure(result: SweepResult) -> Figure | None:
-  """Ternary heat maps (T = 3) or accuracy-against-weight lines (T = 2); None for T > 3."""
+def simplex_figure(result: SweepResult, shared_scale: bool = True) -> Figure | None:
+  """Ternary heat maps (T = 3) or accuracy-against-weight lines (T = 2); None for T > 3.
+
+  With ``shared_scale`` the heat maps share one colour scale (the range over all panels) and one colour
+  bar; otherwise each panel spans its own range (finer detail, colours not comparable across panels).
+  """
   num_experts = result.preferences.shape[1]
   sets = _present_sets(result)
   if num_experts == 2:
@@ -66,9 +77,11 @@ def simplex_figure(result: SweepResult) -> Figure | None:
   triangulation = mtri.Triangulation(xy[:, 0], xy[:, 1])
   fig = Figure(figsize=(5.0 * len(sets) + 0.5, 4.9), dpi=_DPI, layout="constrained")
   axes = fig.subplots(1, len(sets), squeeze=False)[0]
-  for ax, name in zip(axes, sets):
-    acc = 100 * result.column(name)
-    mesh = ax.tripcolor(triangulation, acc, shading="gouraud", cmap=_CMAP_ACCURACY)
+  every = 100 * np.stack([result.column(name) for name in sets])
+  limits = (float(np.nanmin(every)), float(np.nanmax(every))) if shared_scale else (None, None)
+  for ax, name, acc in zip(axes, sets, every):
+    mesh = ax.tripcolor(triangulation, acc, shading="gouraud", cmap=_CMAP_ACCURACY, vmin=limits[0],
+                        vmax=limits[1])
     ax.plot(*np.vstack([_TERNARY_VERTICES, _TERNARY_VERTICES[:1]]).T, color="black", lw=1)
     ax.scatter(xy[:, 0], xy[:, 1], s=5, color="black", alpha=0.35, linewidths=0, label="grid preference")
     best = int(np.nanargmax(acc))
@@ -89,10 +102,30 @@ def simplex_figure(result: SweepResult) -> Figure | None:
     ax.set_aspect("equal")
     ax.axis("off")
     ax.legend(loc="lower center", fontsize=9, frameon=False, ncols=2, markerscale=1.0)
-    fig.colorbar(mesh, ax=ax, shrink=0.8, label="accuracy (%)")
+    if not shared_scale:
+      fig.colorbar(mesh, ax=ax, shrink=0.8, label="accuracy (%)")
+  if shared_scale:
+    fig.colorbar(mesh, ax=list(axes), shrink=0.8, label="accuracy (%)")
   fig.suptitle(f"Accuracy over the preference simplex ({result.num_preferences} preferences; a vertex is "
-               "one expert alone, an inner point a mixture)", fontsize=11)
+               "one expert alone, an inner point a mixture" + ("; one colour scale" if shared_scale else "") + ")",
+               fontsize=11)
   return fig
+
+
+def _experts_alone(ax, result: SweepResult, x: np.ndarray, y: np.ndarray) -> None:
+  """A gold marker, one shape per expert, at each vertex preference (one expert alone) of the sweep."""
+  for j, v in enumerate(result.vertex_indices()):
+    if v is not None:
+      ax.scatter(x[v], y[v], marker=_VERTEX_MARKERS[j % len(_VERTEX_MARKERS)], s=100, color="gold",
+                 edgecolors="black", zorder=5, label=f"{result.anchors[j]} expert alone")
+
+
+def _label(ax, xlabel: str, ylabel: str, title: str) -> None:
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(loc="lower left", fontsize=9)
 
 
 def pareto_figure(result: SweepResult, test_set: str = "uniform") -> Figure | None:
@@ -108,46 +141,39 @@ def pareto_figure(result: SweepResult, test_set: str = "uniform") -> Figure | No
   ax = fig.add_subplot()
   dots = ax.scatter(many, few, c=colour, cmap=_CMAP_PREFERENCE, vmin=-1, vmax=1, s=22, alpha=0.85,
                     edgecolors="none", label="preference (grid point)")
-  order = np.flatnonzero(front)[np.argsort(many[front])]
-  ax.plot(many[order], few[order], color="black", lw=1.5, marker="o", ms=8, mfc="none", mew=1.5,
-          label=f"Pareto front ({int(front.sum())} preferences)")
-  for j, v in enumerate(result.vertex_indices()):
-    if v is not None:
-      ax.scatter(many[v], few[v], marker=_VERTEX_MARKERS[j % len(_VERTEX_MARKERS)], s=90, color="gold",
-                 edgecolors="black", zorder=5, label=f"{result.anchors[j]} expert alone")
-  ax.set_xlabel(f"many-shot accuracy on the {test_set} test set (%)")
-  ax.set_ylabel(f"few-shot accuracy on the {test_set} test set (%)")
-  ax.set_title(f"Head against tail accuracy over {result.num_preferences} preferences")
-  ax.grid(alpha=0.3)
-  ax.legend(loc="lower left", fontsize=9)
+  # Preferences with equal (many, few) accuracy share one marker: the legend counts the markers drawn.
+  points = np.unique(np.stack([many[front], few[front]], axis=1), axis=0)
+  shared = f", {int(front.sum())} preferences" if int(front.sum()) != len(points) else ""
+  ax.plot(points[:, 0], points[:, 1], color="black", lw=1.5, marker="o", ms=8, mfc="none", mew=1.5,
+          label=f"Pareto front ({_points(len(points))}{shared})")
+  _experts_alone(ax, result, many, few)
+  _label(ax, f"many-shot accuracy on the {test_set} test set (%)", f"few-shot accuracy on the {test_set} test set (%)",
+         f"Head against tail accuracy over {result.num_preferences} preferences")
   fig.colorbar(dots, ax=ax, label=colour_label)
   return fig
 
 
-def anchors3d_figure(result: SweepResult) -> Figure | None:
-  """Forward50, uniform and backward50 accuracy of every preference as points in 3-D."""
+def anchors_figure(result: SweepResult) -> Figure | None:
+  """Forward50 against backward50 accuracy of every preference, coloured by uniform accuracy, with the
+  preferences that no other beats on all three test sets ringed; None without the three sets."""
   sets = _present_sets(result)
   if len(sets) != 3:
     return None
   acc = np.stack([100 * result.column(s) for s in sets], axis=1)
-  colour, colour_label = _preference_colour(result)
   front = metrics.pareto_front(acc)
-  fig = Figure(figsize=(7.6, 6.4), dpi=_DPI, layout="constrained")
-  ax = fig.add_subplot(projection="3d")
-  dots = ax.scatter(*acc.T, c=colour, cmap=_CMAP_PREFERENCE, vmin=-1, vmax=1, s=16, alpha=0.8,
-                    depthshade=False, label="preference (grid point)")
-  ax.scatter(*acc[front].T, s=70, facecolors="none", edgecolors="black", linewidths=1.2, depthshade=False,
-             label=f"Pareto front ({int(front.sum())} preferences)")
-  for j, v in enumerate(result.vertex_indices()):
-    if v is not None:
-      ax.scatter(*acc[v], marker=_VERTEX_MARKERS[j % len(_VERTEX_MARKERS)], s=110, color="gold",
-                 edgecolors="black", depthshade=False, label=f"{result.anchors[j]} expert alone")
-  for setter, name in zip((ax.set_xlabel, ax.set_ylabel, ax.set_zlabel), sets):
-    setter(f"{name} accuracy (%)", labelpad=8)
-  ax.view_init(elev=22, azim=-50)
-  ax.set_title(f"Accuracy on the three anchor test sets, {result.num_preferences} preferences")
-  ax.legend(loc="upper left", fontsize=8)
-  fig.colorbar(dots, ax=ax, shrink=0.6, pad=0.1, label=colour_label)
+  fig = Figure(figsize=(7.4, 5.8), dpi=_DPI, layout="constrained")
+  ax = fig.add_subplot()
+  # Preferences that share a position are drawn best uniform accuracy last, so the visible colour is the best.
+  order = np.argsort(acc[:, 1], kind="stable")
+  dots = ax.scatter(acc[order, 0], acc[order, 2], c=acc[order, 1], cmap=_CMAP_ACCURACY, s=24, alpha=0.9,
+                    edgecolors="none", label="preference (grid point)")
+  ringed = np.unique(acc[front][:, [0, 2]], axis=0)
+  ax.scatter(ringed[:, 0], ringed[:, 1], s=80, facecolors="none", edgecolors="black", linewidths=1.2,
+             label=f"Pareto front on all three sets ({_points(len(ringed))})")
+  _experts_alone(ax, result, acc[:, 0], acc[:, 2])
+  _label(ax, f"{sets[0]} accuracy (%)", f"{sets[2]} accuracy (%)",
+         f"Head-heavy against tail-heavy test set, {result.num_preferences} preferences")
+  fig.colorbar(dots, ax=ax, label=f"{sets[1]} accuracy (%)")
   return fig
 
 
@@ -157,7 +183,7 @@ def plot_all(result: SweepResult, out_dir: str | pathlib.Path) -> list[pathlib.P
   out.mkdir(parents=True, exist_ok=True)
   written = []
   for name, make in (("simplex.png", simplex_figure), ("pareto.png", pareto_figure),
-                     ("anchors3d.png", anchors3d_figure)):
+                     ("anchors.png", anchors_figure)):
     fig = make(result)
     if fig is not None:
       fig.savefig(out / name)

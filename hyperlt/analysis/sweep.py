@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hyperlt import preference
+from hyperlt import preference, progress
 from hyperlt.analysis import evaluate
 from hyperlt.analysis import format as fmt
 from hyperlt.analysis import metrics
@@ -40,6 +40,8 @@ from hyperlt.workdir.run import Run
 GROUP_NAMES = evaluate.GROUP_NAMES
 STANDARD = "standard"
 DEFAULT_STEP = 0.1
+# Every file a sweep may write into its folder: write()'s tables, then hyperlt.analysis.plots' figures.
+OUTPUT_FILES = ("sweep.json", "sweep.csv", "per_class_recall.csv", "simplex.png", "pareto.png", "anchors.png")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +129,18 @@ def check_alphas(alphas: np.ndarray | Sequence[Sequence[float]], num_experts: in
   return np.stack([preference.parse(row, num_experts, f"alphas[{i}]") for i, row in enumerate(rows)])
 
 
+def check_grid(run_model, num_classes: int, num_images: int, step: float, field: str = "step") -> int:
+  """Points of the sweep grid of ``step`` (preference.check_grid), bounded by what scoring them on
+  ``num_images`` images keeps in memory: per point, the classes, confidences and hits of every image
+  (9 bytes each), a chunk of logits with two temporaries (Predictor's column chunks, float32) and the
+  point's generated heads [T, d, K]."""
+  from hyperlt.inference.predictor import DEFAULT_CHUNK  # pylint: disable=g-import-not-at-top
+  t = run_model.num_experts
+  per_point = (9 * num_images + 12 * min(num_images, DEFAULT_CHUNK) * num_classes
+               + 4 * t * run_model.feature_dim * num_classes)
+  return preference.check_grid(t, step, field, per_point)
+
+
 def sweep(run: Run, step: float = DEFAULT_STEP, *, alphas: np.ndarray | None = None,
           suites: Sequence[str] = (), features=None, ece_bins: int = metrics.DEFAULT_ECE_BINS) -> SweepResult:
   """Scores every preference of ``preference.simplex_grid(T, step)`` (or the given ``alphas`` [P, T]).
@@ -144,6 +158,8 @@ def sweep(run: Run, step: float = DEFAULT_STEP, *, alphas: np.ndarray | None = N
   if isinstance(suites, str):   # "partial,dirichlet", as on the command line
     suites = [s.strip() for s in suites.split(",") if s.strip()]
   num_experts = run.model.num_experts
+  if alphas is None:
+    check_grid(run.model, data.num_classes, len(data.test_y), step)
   alphas = preference.simplex_grid(num_experts, step) if alphas is None else check_alphas(alphas, num_experts)
   if features is None:
     features = evaluate.test_features(run)
@@ -160,7 +176,7 @@ def sweep(run: Run, step: float = DEFAULT_STEP, *, alphas: np.ndarray | None = N
 
   num_classes = data.num_classes
   per_set = [_set_metrics(correct, confidences, classes, labels, idx, data.groups, num_classes, ece_bins)
-             for _, _, idx in named]
+             for _, _, idx in progress.bar(named, desc="sweep metrics", unit="set")]
   return SweepResult(
       preferences=np.asarray(alphas, np.float32),
       anchors=tuple(run.config.loss.anchors),

@@ -53,10 +53,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.scale = 30.0             # cosine-classifier scale s
   c.model.combine = "weighted"     # z = sum_j r_hat_j v_j; "mean" = the published code's mean of v_j
   c.model.dtype = "float32"        # compute dtype of the backbone ("bfloat16" for mixed precision)
-  # How the stacked expert branches run: "vmap" (one batched computation), "unrolled" (expert by expert
-  # in the same compiled step; XLA:CPU runs vmapped convolutions as slow grouped convolutions), or
-  # "auto" = unrolled on CPU, vmap elsewhere. Parameters and checkpoints are the same either way.
+  # How the stacked expert branches run (hyperlt.models.expert_split.FORMS): "vmap" (one batched
+  # computation), "unrolled" (expert by expert in the same compiled step; XLA:CPU runs vmapped convolutions
+  # as slow grouped convolutions), "map" (a compiled loop over the experts), or "auto": training times the
+  # candidate forms for a few steps at start-up and takes the fastest (recorded in WORKDIR/forms.json);
+  # evaluation takes unrolled on CPU, vmap elsewhere. Parameters and checkpoints are the same either way,
+  # so a resumed run may change it.
   c.model.experts = "auto"
+  # How convolutions are differentiated (hyperlt.models.conv.IMPLS): "xla", "chunked" (batch-chunked
+  # kernel gradients, faster on XLA:CPU), or "auto" = chunked on CPU for the CIFAR ResNet, xla otherwise
+  # (timed at start-up like model.experts where no CPU measurement decides it). Same parameters either way.
+  c.model.conv = "auto"
   # ImageNet-style backbones only (stage sizes and widths come from the architecture):
   c.model.width_multiplier = 1.0   # scales every width (< 1 for small tests)
   c.model.branch_width = 1.0       # scales stages 3-4 (shared or not); 0.75 = SADE's reduce_dimension
@@ -103,6 +110,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_checkpoints = 3
   c.train.eval_batch_size = 1000
   c.train.progress = True
+  # Training steps per compiled call on device-resident data (K steps unrolled in one program,
+  # hyperlt.training.loop.make_multi_step; streamed data always takes one). The same computation to float
+  # rounding, not bit for bit, so 1 here (the digits default repeats exactly); the CIFAR recipes take 2. On
+  # 2 CPU cores their step took 0.89x the time with 2 per call (3x the compile time) and 0.85x with 4 (18x):
+  # benchmarks/results/steps_per_call_cifar_cpu.json.
+  c.train.steps_per_call = 1
 
   # Data parallelism (hyperlt.distributed): the batch is split over a "data" mesh axis, parameters are
   # replicated. Several processes (hosts) join through jax.distributed; empty/default launch fields fall

@@ -36,6 +36,9 @@ def get_config(variant: str = "c100,ir100"):
   c.data.std = CIFAR_STD
   c.data.rotation = 15.0
   c.loss.mu = 0.3 if ratio >= 50 else 0.1
+  # Two steps per compiled call: 0.89x the time per step on 2 CPU cores for 3x the compile time
+  # (benchmarks/results/steps_per_call_cifar_cpu.json); worth it for runs of many epochs, not for "local".
+  c.train.steps_per_call = 2
   if "reduced" in flags:
     c.model.stage_sizes = (1, 1, 1)
     c.optim.epochs = 10
@@ -43,6 +46,7 @@ def get_config(variant: str = "c100,ir100"):
     c.optim.schedule = "cosine"
     c.optim.milestones = ()
   if "local" in flags:
+    c.train.steps_per_call = 1
     c.model.stage_sizes = (1, 1, 1)
     c.optim.epochs = 1
     c.optim.warmup_epochs = 0

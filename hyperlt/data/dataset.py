@@ -46,11 +46,14 @@ class StepInput:
   ``prepare(key, *args) -> (images, labels)`` is traced inside the step: ``args`` are what
   :meth:`TrainInput.epoch` yields for one step, ``key`` is the step's augmentation key, ``images`` are
   normalised float32 ``[B, H, W, C]`` split over the mesh's "data" axis and ``labels`` int32 ``[B]``.
-  ``shardings`` are the ``in_shardings`` of ``args``.
+  ``shardings`` are the ``in_shardings`` of ``args``. ``indexed``: the last argument is the batch index
+  within the epoch and the others stay the same for the whole epoch, so one call can run several
+  consecutive steps from the first step's arguments (hyperlt.training.loop.make_multi_step).
   """
 
   prepare: Callable[..., tuple[jax.Array, jax.Array]]
   shardings: tuple[Sharding, ...]
+  indexed: bool = False
 
 
 @runtime_checkable

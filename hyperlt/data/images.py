@@ -8,6 +8,7 @@ wherever it is given.
 from __future__ import annotations
 
 import pathlib
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -42,24 +43,34 @@ def check_images(images: Any, image_shape: Sequence[int], field: str = "images",
   return images
 
 
+def _one_line(error: Exception) -> str:
+  return " ".join(str(error).split())[:200]
+
+
 def load_image_file(path: str | pathlib.Path, field: str = "--images") -> np.ndarray:
   """The image array of a ``.npy`` file, or of an ``.npz`` file holding one array or one named
   ``images``, ``x`` or ``x_test``. Shape and dtype are left to :func:`check_images`."""
   path = pathlib.Path(path)
   if not path.is_file():
-    raise UserInputError(f"{field}: {path} does not exist")
+    raise UserInputError(f"{field}: {path} " + ("is a folder; expected a .npy or .npz file" if path.is_dir()
+                                                else "does not exist"))
+  # A damaged or foreign file fails in np.load or, for an .npz, only when an array is read; both are
+  # reported as this field's file. NumPy's advice to allow pickles is never the fix: images are plain arrays.
+  unreadable = (ValueError, OSError, EOFError, zipfile.BadZipFile)
   try:
     loaded = np.load(path, allow_pickle=False)
-  except (ValueError, OSError) as e:
-    raise UserInputError(f"{field}: {path} is not a .npy or .npz file ({e})") from None
+  except unreadable as e:
+    reason = "not a NumPy array file" if "pickle" in str(e) else _one_line(e)
+    raise UserInputError(f"{field}: {path} is not a readable .npy or .npz file of images ({reason})") from None
   if isinstance(loaded, np.ndarray):
     return loaded
   with loaded:
     names = list(loaded.files)
-    for name in NPZ_IMAGE_NAMES:
-      if name in names:
-        return loaded[name]
-    if len(names) == 1:
-      return loaded[names[0]]
+    chosen = next((name for name in NPZ_IMAGE_NAMES if name in names), names[0] if len(names) == 1 else None)
+    if chosen is not None:
+      try:
+        return loaded[chosen]
+      except unreadable as e:
+        raise UserInputError(f"{field}: array {chosen} of {path} is not readable ({_one_line(e)})") from None
   raise UserInputError(f"{field}: {path} holds arrays {names}; expected one array, or one named "
                        f"{', '.join(NPZ_IMAGE_NAMES[:-1])} or {NPZ_IMAGE_NAMES[-1]}")

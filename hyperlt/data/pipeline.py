@@ -13,10 +13,6 @@ from hyperlt.data import lists, resident, sources, streamed
 from hyperlt.data.dataset import RunData
 from hyperlt.errors import require
 
-# The in-memory data's former name, kept for callers that build one directly.
-Prepared = resident.ResidentData
-
-
 def prepare(data: ml_collections.ConfigDict, dataset: sources.Dataset | None = None) -> RunData:
   """The run's data described by ``data``; ``dataset`` replaces the configured in-memory source."""
   if data.source == lists.SOURCE:

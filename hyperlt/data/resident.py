@@ -69,7 +69,7 @@ def step_input(batch_size: int, mean, std, augmentation: augment.Augmentation, m
     labels = jax.lax.with_sharding_constraint(y_all[idx], rows)
     return augmentation(key, augment.normalize(images, mean, std)), labels
 
-  return StepInput(prepare, (distributed.replicated(mesh),) * 4)
+  return StepInput(prepare, (distributed.replicated(mesh),) * 4, indexed=True)
 
 
 def make_permutation(num_train: int, mesh: Mesh):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import os
 import zipfile
 from pathlib import Path
@@ -60,6 +61,8 @@ class Dataset:
             f"dataset {self.name!r}: class_names must be a sequence of names, not one string")
     names = tuple(str(n) for n in self.class_names)
     require(len(names) >= 1, f"dataset {self.name!r}: class_names must not be empty")
+    require(len(names) >= 2, f"dataset {self.name!r}: class_names: a classifier needs at least 2 classes, got "
+            f"{names}")
     object.__setattr__(self, "class_names", names)
     for split in ("train", "test"):
       x = getattr(self, f"x_{split}")
@@ -76,6 +79,8 @@ class Dataset:
       require(0 <= lo and hi < len(names),
               f"dataset {self.name!r}: y_{split} must hold class ids in [0, {len(names)}) for "
               f"{len(names)} class names, found values in [{lo}, {hi}]")
+      require(lo < hi, f"dataset {self.name!r}: y_{split} holds only class {lo}; a classifier needs at least 2 "
+              "classes")
       object.__setattr__(self, f"y_{split}", y.astype(np.int32, copy=False))
     require(self.x_train.shape[1:] == self.x_test.shape[1:],
             f"dataset {self.name!r}: x_train images have shape (H, W, C) = {self.x_train.shape[1:]} but "
@@ -132,19 +137,22 @@ def load_digits() -> Dataset:
 # Local .npz files.
 
 
-def _images_to_uint8(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
-  """Converts ``x_train`` and ``x_test`` to uint8 ``[N, H, W, C]``.
+# The pixel formats an .npz may hold, as every refusal states them.
+PIXEL_FORMATS = ("uint8 pixels 0..255, other integer dtypes holding 0..255 (used as pixel values), or floats in "
+                 "[0, 1] (pixel = round(255 x))")
 
-  Rules (one scale for both arrays, so train and test cannot be scaled differently):
+
+def _images_to_uint8(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarray]:
+  """Converts ``x_train`` and ``x_test`` to uint8 ``[N, H, W, C]``; the rules are PIXEL_FORMATS:
 
   * ``[N, H, W]`` gets a channel axis, ``[N, H, W, 1]``.
-  * uint8 is kept as is; other integer dtypes must hold values in ``0..255``.
-  * Floating point images must be finite and non-negative. If their maximum over both arrays is at most
-    1 they are read as ``[0, 1]`` and mapped by ``round(255 x)``; else if it is at most 255 they are
-    read as ``[0, 255]`` and mapped by ``round(x)``; larger values are an error.
+  * uint8 is kept as is; other integer dtypes must hold values in ``0..255`` and are kept as pixel values.
+  * Floating point images must be finite and in ``[0, 1]``; they are mapped by ``round(255 x)``.
+
+  Floats are never read as another range by looking at their values: an earlier rule that took floats with
+  a maximum above 1 as 0..255 read scikit-learn's 0..16 digits as near-black images without a word.
   """
   out = {}
-  float_max = None
   for key in ("x_train", "x_test"):
     x = arrays[key]
     require(x.ndim in (3, 4) and x.size > 0,
@@ -152,25 +160,20 @@ def _images_to_uint8(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.
     if x.ndim == 3:
       x = x[..., None]
     if np.issubdtype(x.dtype, np.floating):
-      require(bool(np.all(np.isfinite(x))) and float(x.min()) >= 0,
-              f"{path}: {key} has dtype {x.dtype} with negative or non-finite values; expected uint8 "
-              "pixels, or floats in [0, 1] or [0, 255]")
-      float_max = max(float_max or 0.0, float(x.max()))
+      finite = bool(np.all(np.isfinite(x)))
+      low, high = (float(x.min()), float(x.max())) if finite else (math.nan, math.nan)
+      require(finite and 0 <= low and high <= 1,
+              f"{path}: {key} has dtype {x.dtype} with values "
+              f"{f'in [{low:g}, {high:g}]' if finite else 'that are not finite'}; expected {PIXEL_FORMATS}. "
+              "Rescale other ranges yourself, e.g. 0..16 data with (x * 255 / 16).round().astype(np.uint8)")
+      x = np.round(x.astype(np.float64) * 255.0)
     elif np.issubdtype(x.dtype, np.integer):
       if x.dtype != np.uint8:
         require(int(x.min()) >= 0 and int(x.max()) <= 255,
-                f"{path}: {key} has dtype {x.dtype} with values outside 0..255; expected uint8 pixels")
+                f"{path}: {key} has dtype {x.dtype} with values outside 0..255 (found {int(x.min())}..{int(x.max())}); "
+                f"expected {PIXEL_FORMATS}")
     else:
-      raise UserInputError(f"{path}: {key} has dtype {x.dtype}; expected uint8 pixels, or floats in "
-                           "[0, 1] or [0, 255]")
-    out[key] = x
-  if float_max is not None:
-    require(float_max <= 255.0,
-            f"{path}: float images have values up to {float_max}; expected [0, 1] or [0, 255]")
-    scale = 255.0 if float_max <= 1.0 else 1.0
-  for key, x in out.items():
-    if np.issubdtype(x.dtype, np.floating):
-      x = np.round(x.astype(np.float64) * scale)
+      raise UserInputError(f"{path}: {key} has dtype {x.dtype}; expected {PIXEL_FORMATS}")
     out[key] = x.astype(np.uint8, copy=False)
   return out
 
@@ -244,6 +247,11 @@ def load_npz(path: str | os.PathLike) -> Dataset:
   else:
     num_classes = int(max(labels["y_train"].max(), labels["y_test"].max())) + 1
     class_names = tuple(str(c) for c in range(num_classes))
+  # One class trains to a trivial 100%; say so instead of reporting it.
+  for key in ("y_train", "y_test"):
+    present = np.unique(labels[key])
+    require(len(present) >= 2, f"{path}: {key} holds only class {int(present[0])}; a classifier needs at least 2 "
+            "classes in the training and the test labels")
   return Dataset(x_train=images["x_train"], y_train=labels["y_train"], x_test=images["x_test"],
                  y_test=labels["y_test"], class_names=class_names, name=path.stem)
 

@@ -58,7 +58,7 @@ def partial_class_sets(labels: np.ndarray, anchor_sets: dict[str, np.ndarray], d
 
   Args:
     labels: [N] class ids of the balanced test set, classes in training-frequency order.
-    anchor_sets: the standard test sets (at least :data:`ANCHOR_SETS`), e.g. ``Prepared.test_sets``.
+    anchor_sets: the standard test sets (at least :data:`ANCHOR_SETS`), e.g. ``ResidentData.test_sets``.
     draws: random class subsets per anchor.
     seed: seed of the random class subsets.
   """

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+
+from hyperlt import progress
 
 
 def round_up(n: int, multiple: int) -> int:
@@ -41,20 +44,28 @@ def pad_axis(x: Any, size: int, axis: int = 0) -> Any:
   return np.pad(x, widths) if isinstance(x, np.ndarray) else jnp.pad(x, widths)
 
 
-def map_padded(fn: Callable[[Any], Any], x: Any, size: int, *, axis: int = 0, out_axis: int = 0) -> Any:
+def map_padded(fn: Callable[[Any], Any], x: Any, size: int, *, axis: int = 0, out_axis: int = 0,
+               desc: str | None = None) -> Any:
   """``fn`` over slices of ``size`` items of ``x`` along ``axis``, outputs concatenated along ``out_axis``.
 
   Every call of ``fn`` gets exactly ``size`` items (the last slice zero-padded), and the padding's items
   are cut from its output, so the result has one entry per item of ``x``. ``x`` may be a NumPy or JAX
   array or, for ``axis=0``, anything with ``len()`` whose slices are arrays (a lazily decoded image
   list). With no items ``fn`` still runs once, on padding only, so the result has the right shape.
+  With ``desc``, a progress bar (hyperlt.progress) counts the slices when there is more than one.
   """
   n = len(x) if axis == 0 else x.shape[axis]
   index = (slice(None),) * axis
   outputs = []
-  for start in range(0, max(n, 1), size):
+  starts = range(0, max(n, 1), size)
+  shown = desc is not None and len(starts) > 1 and progress.enabled()
+  for start in progress.bar(starts, desc=desc, unit="batch") if shown else starts:
     part = x[start:start + size] if axis == 0 else x[index + (slice(start, start + size),)]
     kept = min(size, n - start)
     out = fn(pad_axis(part, size, axis))
     outputs.append(out[(slice(None),) * out_axis + (slice(0, kept),)])
+    if shown and len(outputs) > 1:
+      # JAX dispatches asynchronously: without waiting, the bar would count dispatches, not finished
+      # batches. Waiting on the previous slice keeps one slice queued behind the running one.
+      jax.block_until_ready(outputs[-2])
   return outputs[0] if len(outputs) == 1 else jnp.concatenate(outputs, axis=out_axis)

@@ -18,7 +18,8 @@ back (every process passes all images and gets all features).
 
 The pure functions (:func:`image_features`, :func:`normalized_features`, :func:`preference_logits`) are
 what the jitted ones trace; code that differentiates through the model (the stability method of
-hyperlt.analysis.adapt) builds on them instead of re-deriving the path.
+hyperlt.analysis.adapt) builds on them instead of re-deriving the path, and :func:`image_probabilities`
+chains them from uint8 images to probabilities for export (hyperlt.inference.export).
 """
 
 from __future__ import annotations
@@ -67,6 +68,15 @@ _OUTPUTS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
 }
 
 
+def image_probabilities(model: ExpertModel, params: Any, batch_stats: Any, images: jnp.ndarray, alphas: jnp.ndarray,
+                        mean, std, shift: jnp.ndarray | None) -> jnp.ndarray:
+  """Class probabilities [P, B, K] of uint8 images [B, H, W, C] at raw preferences alphas [P, T]: the whole
+  path (normalisation, features, heads, ``shift``, softmax) in one pure function of any batch size B, the
+  function hyperlt.inference.export serialises."""
+  features = image_features(model, params, batch_stats, images, mean, std)
+  return _OUTPUTS["probabilities"](preference_logits(model, params, features, alphas, shift))
+
+
 @functools.partial(jax.jit, static_argnames=("model", "mesh"))
 def _features(model: ExpertModel, mesh: Mesh | None, params, batch_stats, images, mean, std):
   features = image_features(model, params, batch_stats, images, mean, std)
@@ -91,7 +101,8 @@ def predict(model: ExpertModel, params: Any, features: jnp.ndarray, alphas, shif
   """
   alphas = jnp.asarray(np.atleast_2d(alphas), jnp.float32)
   call = lambda part: _predict(model, output, params, part, alphas, shift)
-  return batching.map_padded(call, features, batching.bucket(features.shape[1], chunk), axis=1, out_axis=1)
+  return batching.map_padded(call, features, batching.bucket(features.shape[1], chunk), axis=1, out_axis=1,
+                             desc=output)
 
 
 class Predictor:
@@ -131,6 +142,13 @@ class Predictor:
   def num_experts(self) -> int:
     return self.model.num_experts
 
+  def probability_function(self) -> Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray]:
+    """``f(images, alphas)``: :func:`image_probabilities` with this predictor's parameters, normalisation
+    and shift bound, unjitted and on one device (for tracing and export, not for serving large sets)."""
+    mean, std = jnp.asarray(self.mean, jnp.float32), jnp.asarray(self.std, jnp.float32)
+    return functools.partial(image_probabilities, self.model, self.params, self.batch_stats, mean=mean, std=std,
+                             shift=self.shift)
+
   @functools.cached_property
   def _placed(self) -> tuple:
     """(params, batch_stats, mean, std) where the feature pass reads them: replicated over the mesh, or
@@ -154,7 +172,7 @@ class Predictor:
       def call(batch):
         sharded = distributed.global_batch(batch[rows], mesh, size)
         return distributed.to_local(_features(self.model, mesh, params, batch_stats, sharded, mean, std))
-    return batching.map_padded(call, images, size, axis=0, out_axis=1)
+    return batching.map_padded(call, images, size, axis=0, out_axis=1, desc="features")
 
   def _predict(self, output: str, features: jnp.ndarray, alphas, extra_shift) -> jnp.ndarray:
     shift = self.shift

@@ -195,7 +195,9 @@ def conv2d(x: jnp.ndarray, kernel: jnp.ndarray, strides: Sequence[int] = (1, 1),
   if impl == "xla":
     return _conv(x, kernel, strides, pads, groups)
   if impl == "chunked":
-    if x.size >= MIN_ELEMENTS:
+    # A symbolic batch size (jax.export, hyperlt.inference.export) has no size to compare; only the gradient
+    # depends on this choice, and an exported inference function takes none.
+    if not jax.export.is_symbolic_dim(x.size) and x.size >= MIN_ELEMENTS:
       return chunked_conv(x, kernel, strides, pads, groups, CHUNK, True)
     return chunked_conv(x, kernel, strides, pads, groups, 0, False)  # XLA's own gradient
   raise ValueError(f"convolution: expected one of {IMPLS}, got {impl!r}")

@@ -109,8 +109,7 @@ class ExpertModel:
 def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertModel:
   """The model described by a validated ``config.model`` section; ``model.backbone`` picks the trunk."""
   dtype = jnp.bfloat16 if model_config.dtype == "bfloat16" else jnp.float32
-  # model.conv (hyperlt.models.conv), read with a default until the config schema declares the field.
-  conv_mode = getattr(model_config, "conv", "auto")
+  conv_mode = model_config.conv
   if model_config.backbone == "resnet_cifar":
     backbone = CifarResNet(
         num_experts=model_config.num_experts,
@@ -136,8 +135,3 @@ def build(model_config: ml_collections.ConfigDict, num_classes: int) -> ExpertMo
                      combine=model_config.combine, posthoc_tau=model_config.posthoc_tau,
                      experts=expert_split.resolve(model_config.experts))
 
-
-def unrolled_experts(mode: str) -> bool:
-  """Whether ``model.experts`` = ``mode`` evaluates the experts unrolled (kept for benchmarks/bench_train.py;
-  new code calls :func:`hyperlt.models.expert_split.resolve`)."""
-  return expert_split.resolve(mode) == "unrolled"

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from hyperlt.models import conv
 from hyperlt.models import expert_split
 from hyperlt.models.expert_model import ExpertModel, build
 
@@ -35,6 +36,89 @@ def default_forms(backend: str | None = None) -> tuple[str, ...]:
   timing it would only lengthen start-up."""
   backend = backend or jax.default_backend()
   return tuple(f for f in expert_split.FORMS if not (backend == "cpu" and f == "map"))
+
+
+def conv_candidates(mode: str, backbone: str, backend: str | None = None) -> tuple[str, ...]:
+  """The convolution formulations worth timing for ``model.conv`` = ``mode``: the named one, or for "auto"
+  on the CIFAR ResNet ``chunked`` on CPU (measured 0.58x the step time of ``xla`` there, see
+  :mod:`hyperlt.models.conv`, so timing ``xla`` would only lengthen start-up) and both elsewhere (not yet
+  measured on GPU/TPU); the ImageNet-style ResNets keep ``xla`` (``chunked`` was measured on CIFAR layers
+  only)."""
+  backend = backend or jax.default_backend()
+  if mode != "auto":
+    return (conv.resolve(mode),)
+  if backbone != "resnet_cifar":
+    return ("xla",)
+  return ("chunked",) if backend == "cpu" else tuple(conv.IMPLS)
+
+
+def candidates(model_config: ml_collections.ConfigDict, backend: str | None = None) -> dict[str, dict[str, str]]:
+  """The model-config overrides ``{"experts": form, "conv": impl}`` a start-up measurement chooses among,
+  named "form/impl": the product of the forms ``model.experts`` allows (:func:`default_forms` for "auto")
+  and :func:`conv_candidates`. With one expert every form computes the same single branch, so the form is
+  not a choice there (the backend's default is taken)."""
+  backend = backend or jax.default_backend()
+  experts = model_config.experts
+  if experts != "auto":
+    forms = (expert_split.resolve(experts),)
+  elif model_config.num_experts == 1:
+    forms = (expert_split.resolve("auto"),)
+  else:
+    forms = default_forms(backend)
+  impls = conv_candidates(model_config.conv, model_config.backbone, backend)
+  return {f"{form}/{impl}": {"experts": form, "conv": impl} for form in forms for impl in impls}
+
+
+def cache_key(model_config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], batch_size: int,
+              num_classes: int) -> dict[str, Any]:
+  """What a measured choice depends on: backend and device kind, the model's shape (every model field but
+  the two being chosen), the image shape, the classes and the per-device batch. A work dir keeps its
+  choices under this key, so a resumed run on the same machine does not time again."""
+  model = {k: list(v) if isinstance(v, tuple) else v for k, v in model_config.to_dict().items()
+           if k not in ("experts", "conv")}
+  return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind, "model": model,
+          "requested": {"experts": model_config.experts, "conv": model_config.conv},
+          "image_shape": list(image_shape), "num_classes": num_classes, "batch_size": batch_size}
+
+
+def choose(model_config: ml_collections.ConfigDict, image_shape: tuple[int, int, int], batch_size: int, *,
+           make_update: Callable[[ExpertModel], Update], init_state: Callable[[ExpertModel], Any],
+           num_classes: int, steps: int = 3, rounds: int = 2) -> dict[str, Any]:
+  """The fastest of :func:`candidates` on this backend, as a JSON-ready record
+  ``{"key", "choice": {"experts", "conv"}, "measured", "reason", "seconds_per_step", "steps", "rounds"}``.
+
+  With one candidate nothing is timed (``measured`` false, ``reason`` says why). Otherwise every candidate
+  is compiled and timed for ``rounds`` rounds of ``steps`` steps (:func:`time_variants`) on random data,
+  with its own state: the run's state and random stream are untouched, and since every candidate computes
+  the same function (tests/models/test_expert_split.py), the choice changes speed only, up to float
+  rounding (a run that must repeat to the last bit names its form instead of "auto").
+  """
+  key = cache_key(model_config, image_shape, batch_size, num_classes)
+  variants = candidates(model_config)
+  record = {"key": key, "steps": steps, "rounds": rounds}
+  if len(variants) == 1:
+    (choice,) = variants.values()
+    reasons = []
+    if model_config.experts != "auto":
+      reasons.append(f"model.experts={model_config.experts} names the form")
+    elif model_config.num_experts == 1:
+      reasons.append("one expert: every form computes the same single branch")
+    if model_config.conv != "auto":
+      reasons.append(f"model.conv={model_config.conv} names the formulation")
+    elif len(conv_candidates("auto", model_config.backbone)) == 1:
+      reasons.append(f"model.conv=auto is {choice['conv']} for {model_config.backbone} on {key['backend']}")
+    return {**record, "choice": dict(choice), "measured": False, "reason": "; ".join(reasons),
+            "seconds_per_step": {}}
+  seconds = time_variants(model_config, variants, image_shape, batch_size, steps, make_update=make_update,
+                          init_state=init_state, num_classes=num_classes, rounds=rounds)
+  fastest = min(seconds, key=seconds.get)
+  return {**record, "choice": dict(variants[fastest]), "measured": True,
+          "reason": f"fastest of {len(variants)} candidates", "seconds_per_step": seconds}
+
+
+def apply_choice(model_config: ml_collections.ConfigDict, record: Mapping[str, Any]) -> ml_collections.ConfigDict:
+  """A copy of ``model_config`` with the form and convolution ``record`` (from :func:`choose`) chose."""
+  return _with_overrides(model_config, record["choice"])
 
 
 def _with_overrides(model_config: ml_collections.ConfigDict, overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:

@@ -99,7 +99,9 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, objective:
 
   ``objective`` (hyperlt.training.objectives.from_config) holds everything method-specific; the update
   is the same for every method. Metrics: ``loss`` (the objective J), ``sample_losses`` [T],
-  ``sample_accuracy`` [T] (on the unmixed labels) and ``grad_norm`` (of the gradient of J).
+  ``sample_accuracy`` [T] (on the unmixed labels), ``grad_norm`` (of the gradient of J) and the
+  divergence guard's flags (:func:`guard`): ``finite`` and which of ``finite_loss``, ``finite_grad_norm``
+  and ``finite_state`` failed. A step that is not finite returns the state it was given, unchanged.
   """
 
   def loss_fn(params, batch_stats, images, labels, key, step):
@@ -119,8 +121,32 @@ def make_update(model: ExpertModel, tx: optax.GradientTransformation, objective:
                                                                   labels, key, state.step)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {"loss": total, "sample_losses": per_sample, "sample_accuracy": accuracy,
-               "grad_norm": optax.tree.norm(grads)}
-    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state), metrics
+    grad_norm = optax.tree.norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state)
+    new_state, flags = guard(state, new_state, total, grad_norm)
+    metrics = {"loss": total, "sample_losses": per_sample, "sample_accuracy": accuracy, "grad_norm": grad_norm,
+               **flags}
+    return new_state, metrics
 
   return update
+
+
+def _all_finite(tree: Any) -> jnp.ndarray:
+  leaves = [jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree.leaves(tree) if jnp.issubdtype(leaf.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def guard(old: TrainState, new: TrainState, loss: jnp.ndarray, grad_norm: jnp.ndarray) -> tuple[TrainState, dict]:
+  """(state, flags): ``new`` if the step was finite, else ``old``; the flags say which check failed.
+
+  The check runs on the device inside the step, so a diverged step never produces a non-finite state
+  that could be checkpointed or used, and the host learns of it from a scalar it fetches anyway (the
+  training loop reads ``finite`` of each finished step instead of waiting on it). The select copies
+  values exactly, so a finite run computes bit for bit what it computed without the guard.
+  """
+  flags = {"finite_loss": jnp.isfinite(loss), "finite_grad_norm": jnp.isfinite(grad_norm),
+           # An overflowing update can make parameters, statistics or momentum non-finite from finite inputs.
+           "finite_state": _all_finite((new.params, new.batch_stats, new.opt_state))}
+  finite = flags["finite_loss"] & flags["finite_grad_norm"] & flags["finite_state"]
+  kept = jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  return kept, {"finite": finite, **flags}

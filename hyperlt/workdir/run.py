@@ -15,8 +15,9 @@ import json
 import math
 import os
 import pathlib
+import tempfile
 import types
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import jax
 import ml_collections
@@ -81,7 +82,7 @@ class RunFacts:
     return cls.from_json(data.describe(), f"the {data.name} data")
 
   def to_json(self) -> dict:
-    """The JSON object written as ``data.json`` (the keys and order ``Prepared.describe`` gives)."""
+    """The JSON object written as ``data.json`` (the keys and order ``Facts.describe`` gives)."""
     out = {"dataset": self.dataset, "class_names": list(self.class_names), "class_counts": list(self.class_counts),
            "image_shape": list(self.image_shape), "mean": list(self.mean), "std": list(self.std),
            "num_train": self.num_train, "num_val": self.num_val, "num_test": self.num_test,
@@ -210,17 +211,6 @@ class Run:
   data: Data | None = None
   train_state: Any = None
 
-  @property
-  def state(self) -> Any:
-    """Deprecated alias of the earlier ``run.state``: use ``params``, ``batch_stats`` and ``step``.
-
-    Kept while callers outside the serving layers (training tests) still read ``run.state``; for a
-    loaded run it carries only the three fields that were restored.
-    """
-    if self.train_state is not None:
-      return self.train_state
-    return types.SimpleNamespace(step=self.step, params=self.params, batch_stats=self.batch_stats)
-
 
 def require_run(workdir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, RunFacts]:
   """(validated config, facts) of a trained work dir; UserInputError if it holds no checkpoint or its
@@ -239,17 +229,21 @@ def require_run(workdir: str | os.PathLike) -> tuple[ml_collections.ConfigDict, 
   return config, facts
 
 
-def load(workdir: str | os.PathLike, step: int | None = None, *, with_data: bool = True) -> Run:
+def load(workdir: str | os.PathLike, step: int | None = None, *, with_data: bool = True,
+         log: Callable[[str], None] = checkpoint.warn) -> Run:
   """Restores a trained work dir: config, model, parameters and batch statistics (and, by default, its data).
 
   Only ``params`` and ``batch_stats`` are read from the checkpoint (an orbax partial restore into the
-  shapes of ``model.init``); the optimiser is neither built nor restored.
+  shapes of ``model.init``); the optimiser is neither built nor restored. Without ``step`` the newest
+  checkpoint that reads and matches its checksum is used; each damaged newer one is skipped with one
+  line through ``log`` (default: stderr). Nothing in the work dir is changed.
   """
   workdir = pathlib.Path(workdir)
   config, facts = require_run(workdir)
   model = build(config.model, facts.num_classes)
   params, batch_stats = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), facts.image_shape))
-  restored_step, tree = checkpoint.restore_subtree(workdir, {"params": params, "batch_stats": batch_stats}, step)
+  restored_step, tree = checkpoint.restore_subtree(workdir, {"params": params, "batch_stats": batch_stats}, step,
+                                                   log=log)
   data = None
   if with_data:
     data = pipeline.prepare(config.data)
@@ -261,27 +255,48 @@ def load(workdir: str | os.PathLike, step: int | None = None, *, with_data: bool
 
 # Fields that may change between a run and its resumption: how the run is displayed, launched and fed,
 # not what it computes.
-_RESUMABLE_CHANGES = {("train", "progress"), ("data", "root"), ("data", "workers"), ("data", "prefetch")}
+_RESUMABLE_CHANGES = {("train", "progress"), ("data", "root"), ("data", "workers"), ("data", "prefetch"),
+                      ("model", "experts"), ("model", "conv"), ("train", "steps_per_call")}
 _RESUMABLE_SECTIONS = {"parallel"}
+# Fields that may change when a run is restarted from one of its checkpoints (``train(...,
+# restart_from=STEP)``, ``hyperlt train --restart-from STEP``): how the optimiser steps from there on. The
+# model, data, objective and batch size define what the checkpoint holds and stay as they were.
+RESTARTABLE_CHANGES = frozenset(("optim", k) for k in (
+    "lr", "schedule", "milestones", "decay", "warmup_epochs", "epochs", "weight_decay", "momentum", "nesterov"))
 
 
-def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict) -> None:
+def check_config(workdir: pathlib.Path, config: ml_collections.ConfigDict, *, restart: bool = False) -> dict:
   """A work dir holds one run: resuming it with another config would mix two experiments.
 
   Only a run that reached a checkpoint counts; a work dir whose first attempt failed before that (a
-  wrong data path, say) is started afresh.
+  wrong data path, say) is started afresh. With ``restart`` the optimisation fields in
+  :data:`RESTARTABLE_CHANGES` may change too. Returns the changed fields that affect the computation,
+  ``{"optim.lr": [saved, new], ...}`` (empty for a plain resume).
   """
   path = workdir / checkpoint.CONFIG_FILE
   if checkpoint.latest_step(workdir) is None or not path.exists():
-    return
+    require(not restart, f"--restart-from: {workdir} has no checkpoint to restart from")
+    return {}
   saved = checkpoint.read_json(path, "--workdir")
   current = config_lib.to_dict(config)
-  differ = [f"{s}.{k}" for s in current if isinstance(current[s], dict) for k in current[s]
-            if s not in _RESUMABLE_SECTIONS and (s, k) not in _RESUMABLE_CHANGES
-            and saved.get(s, {}).get(k) != current[s][k]]
-  differ += [k for k in current if not isinstance(current[k], dict) and saved.get(k) != current[k]]
+  allowed = _RESUMABLE_CHANGES | (RESTARTABLE_CHANGES if restart else frozenset())
+  changed = {f"{s}.{k}": [saved.get(s, {}).get(k), current[s][k]]
+             for s in current if isinstance(current[s], dict) and s not in _RESUMABLE_SECTIONS
+             for k in current[s] if saved.get(s, {}).get(k) != current[s][k]}
+  changed.update({k: [saved.get(k), current[k]] for k in current
+                  if not isinstance(current[k], dict) and saved.get(k) != current[k]})
+  differ = [name for name in changed if tuple(name.split(".", 1)) not in allowed]
+  how = ("only optim." + ", optim.".join(k for _, k in sorted(RESTARTABLE_CHANGES)) + " may change on a restart"
+         if restart else "resume with the same config, restart from a checkpoint with changed optimisation "
+         "fields (hyperlt train --restart-from STEP), or choose a new --workdir")
   require(not differ, f"--workdir: {workdir} holds a run with a different config (differs in "
-          f"{', '.join(differ)}); resume with the same config or choose a new --workdir")
+          f"{', '.join(differ)}); {how}")
+  if "optim.momentum" in changed:
+    before, after = changed["optim.momentum"]
+    # optax keeps no momentum buffer without momentum, so the saved optimiser state would not fit.
+    require((before == 0) == (after == 0), f"optim.momentum: a restart cannot switch momentum on or off "
+            f"({before} -> {after}): the checkpoint's optimiser state has no place for it")
+  return {name: values for name, values in changed.items() if tuple(name.split(".", 1)) not in _RESUMABLE_CHANGES}
 
 
 def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, facts: RunFacts) -> None:
@@ -292,20 +307,30 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, fa
     checkpoint.write_json(workdir / checkpoint.DATA_FILE, facts.to_json())
 
 
-def drop_metrics_after(workdir: pathlib.Path, step: int) -> None:
-  """Removes records of steps after the restored checkpoint: they were computed by a run that died
-  before saving, and the resumed run logs those steps again."""
+def drop_metrics_after(workdir: pathlib.Path, step: int, append: tuple[dict, ...] = ()) -> None:
+  """Cuts ``metrics.jsonl`` back to the restored checkpoint, then adds the ``append`` records, in one
+  atomic replace: a reader or a kill sees the old file or the new one.
+
+  Records of steps after ``step`` (and events at such steps) were computed by a run that died or was
+  superseded before saving; the resumed run logs those steps again, so each step is recorded once. A
+  line cut short by a kill is dropped too.
+  """
   path = workdir / checkpoint.METRICS_FILE
-  if not path.exists():
+  if not path.exists() and not append:
     return
   kept = []
-  for line in path.read_text().splitlines():
+  for line in path.read_text().splitlines() if path.exists() else []:
     try:
       record = json.loads(line)
     except json.JSONDecodeError:
       continue  # A line cut short by the kill.
-    if not (isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step):
+    at = record.get("step", record.get("at_step")) if isinstance(record, dict) else None
+    if not (isinstance(at, int) and at > step):
       kept.append(line)
-  tmp = path.with_name(f".{path.name}.tmp")
-  tmp.write_text("".join(line + "\n" for line in kept))
+  kept += [json.dumps(record) for record in append]
+  fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f".{path.name}.")
+  with os.fdopen(fd, "w") as f:
+    f.write("".join(line + "\n" for line in kept))
+    f.flush()
+    os.fsync(f.fileno())
   os.replace(tmp, path)

@@ -157,7 +157,7 @@ def test_figures_are_labelled(grid_result):
   assert "few-shot accuracy on the uniform test set (%)" in pareto
   assert any(t.startswith("Pareto front") for t in pareto)
   assert "backward expert alone" in pareto
-  view = _texts(plots.anchors3d_figure(grid_result))
+  view = _texts(plots.anchors_figure(grid_result))
   for label in ("forward50 accuracy (%)", "uniform accuracy (%)", "backward50 accuracy (%)"):
     assert label in view
 
@@ -179,7 +179,7 @@ def test_figures_for_other_expert_counts(tmp_path):
   assert two is not None and "accuracy (%)" in _texts(two)
   assert plots.simplex_figure(_synthetic(4)) is None      # no ternary view beyond three experts
   written = plots.plot_all(_synthetic(4), tmp_path)
-  assert [p.name for p in written] == ["pareto.png", "anchors3d.png"]
+  assert [p.name for p in written] == ["pareto.png", "anchors.png"]
 
 
 def test_cli_sweep_prints_a_summary_and_writes_figures(capsys, trained_workdir, tmp_path):
@@ -187,7 +187,7 @@ def test_cli_sweep_prints_a_summary_and_writes_figures(capsys, trained_workdir, 
   out = capsys.readouterr().out
   assert "Swept 231 preferences" in out and "best preference" in out
   assert "backward50" in out
-  for name in ("simplex.png", "pareto.png", "anchors3d.png"):
+  for name in ("simplex.png", "pareto.png", "anchors.png"):
     image = mpimg.imread(tmp_path / name)
     assert image.shape[0] >= 400 and image.shape[1] >= 600
     assert image[..., :3].std() > 0.05                      # not blank

@@ -40,7 +40,7 @@ def test_overrides_parse_types():
     ("optim.lrr=0.1", "unknown config key 'optim.lrr'"),
     ("nothing.lr=0.1", "no section 'nothing'"),
     ("optim.lr=fast", "expected a float"),
-    ("optim.epochs=2.5", "expected a int"),
+    ("optim.epochs=2.5", "expected an int"),
     ("optim", "expected dotted.key=value"),
     ("optim=3", "unknown config key 'optim'"),
 ])

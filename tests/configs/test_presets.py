@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from hyperlt import configs as config_lib
-from hyperlt.analysis import evaluate
+from hyperlt.inference import predictor
 from hyperlt.configs import base, presets
 from hyperlt.errors import UserInputError
 from hyperlt.models.expert_model import build
@@ -137,8 +137,9 @@ def test_posthoc_shift_moves_predictions_to_rare_classes():
   assert build(_config("method=ce").model, NUM_CLASSES).prediction_shift(prior) is None
   params, _ = model.init(jax.random.PRNGKey(0), (8, 8, 1))
   features = jax.random.normal(jax.random.PRNGKey(1), (1, 400, model.feature_dim))
-  plain = evaluate.predict_classes(model, params, features, np.ones((1, 1), np.float32))
-  adjusted = evaluate.predict_classes(model, params, features, np.ones((1, 1), np.float32), shift=shift)
+  one = np.ones((1, 1), np.float32)
+  plain = np.asarray(predictor.predict(model, params, features, one, output="classes"))
+  adjusted = np.asarray(predictor.predict(model, params, features, one, shift, output="classes"))
   rare = np.argsort(prior)[: len(prior) // 2]
   assert np.isin(adjusted, rare).mean() > np.isin(plain, rare).mean()
 

@@ -148,3 +148,16 @@ def test_array_like_images_and_empty_sets(parts, images):
   np.testing.assert_array_equal(np.asarray(predictor.features(lazy)), np.asarray(predictor.features(images[:20])))
   assert [(s.start, s.stop) for s in lazy.sliced] == [(0, 16), (16, 32)]
   chex.assert_shape(predictor.features(images[:0]), (3, 0, model.feature_dim))
+
+
+def test_probability_function_is_the_served_path_in_one_pure_function(parts, images):
+  """What export serialises: uint8 images to probabilities, shift included, for any batch size."""
+  model, params, batch_stats = parts
+  adjusted = dataclasses.replace(model, posthoc_tau=1.0)
+  prior = np.array([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+  predictor = Predictor(adjusted, params, batch_stats, MEAN, STD, prior, batch_size=BATCH)
+  alphas = np.array([[0.2, 0.3, 0.5], [0, 0, 1]], np.float32)
+  served = predictor.probabilities(predictor.features(images[:11]), alphas)
+  pure = jax.jit(predictor.probability_function())(images[:11], alphas)
+  chex.assert_shape(pure, (2, 11, NUM_CLASSES))
+  np.testing.assert_allclose(np.asarray(pure), served, rtol=1e-5, atol=1e-6)

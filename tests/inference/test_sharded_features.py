@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-SCRIPT = pathlib.Path(__file__).with_name("sharded_features.py")
+from tests import helpers
 
 
 @pytest.mark.slow
 def test_feature_extraction_splits_over_eight_devices():
-  env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-  proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=240)
+  proc = helpers.run_script("sharded_features.py", xla_flags="--xla_force_host_platform_device_count=8",
+                            timeout=240)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  out = json.loads(proc.stdout.split("RESULT", 1)[1])
+  out = helpers.read_result(proc.stdout)
   assert out["devices"] == 8
   one, eight = out["1"], out["8"]
   assert one["mesh"] is None and eight["mesh"] == 8

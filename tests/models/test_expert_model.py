@@ -40,4 +40,3 @@ def test_build_resolves_the_expert_form(mode, form):
   config_lib.override(config, [f"model.experts={mode}"])
   model = model_lib.build(config_lib.validate(config).model, num_classes=10)
   assert model.experts == form
-  assert model_lib.unrolled_experts(mode) == (form == "unrolled")  # the older name, kept for benchmarks

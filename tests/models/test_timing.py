@@ -84,3 +84,29 @@ def test_unknown_forms_and_empty_timings_are_refused():
   with pytest.raises(ValueError, match="steps >= 1"):
     timing.time_forms(_model_config(), IMAGE_SHAPE, 8, 0, make_update=make_update, init_state=init_state,
                       num_classes=10)
+
+
+@pytest.mark.parametrize("backend,backbone,experts,conv_mode,expected", [
+    ("cpu", "resnet_cifar", "auto", "auto", ["vmap/chunked", "unrolled/chunked"]),
+    ("gpu", "resnet_cifar", "auto", "auto", [f"{f}/{c}" for f in expert_split.FORMS for c in conv.IMPLS]),
+    ("gpu", "resnet50", "auto", "auto", [f"{f}/xla" for f in expert_split.FORMS]),
+    ("cpu", "resnet_cifar", "vmap", "xla", ["vmap/xla"]),
+    ("gpu", "resnet_cifar", "map", "auto", ["map/xla", "map/chunked"]),
+])
+def test_candidates_per_backend_and_config(backend, backbone, experts, conv_mode, expected):
+  config = _model_config()
+  with config.unlocked():
+    config.backbone, config.experts, config.conv = backbone, experts, conv_mode
+  variants = timing.candidates(config, backend)
+  assert list(variants) == expected
+  assert all(v == {"experts": n.split("/")[0], "conv": n.split("/")[1]} for n, v in variants.items())
+
+
+def test_one_expert_is_not_a_choice_of_form():
+  config = _model_config()
+  with config.unlocked():
+    config.num_experts, config.experts = 1, "auto"
+  assert list(timing.candidates(config, "cpu")) == ["unrolled/chunked"]
+  record = timing.choose(config, IMAGE_SHAPE, 8, make_update=None, init_state=None, num_classes=10)
+  assert not record["measured"] and record["seconds_per_step"] == {}
+  assert "one expert" in record["reason"] and record["choice"] == {"experts": "unrolled", "conv": "chunked"}

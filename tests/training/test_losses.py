@@ -76,11 +76,12 @@ def test_invalid_anchor_names(name):
     losses.Anchors.parse((name,), np.array([0.5, 0.5]), 1.0)
 
 
-def test_split_anchors_keeps_the_additive_rows(prior):
+def test_adjustments_are_the_additive_rows_with_zero_rows_for_margin_anchors(prior):
   names = ("forward", "ldam:0.5", "uniform")
-  additive, margins = losses.split_anchors(names, losses.adjustments(names, prior, 1.0))
-  np.testing.assert_array_equal(additive, losses.Anchors.parse(names, prior, 1.0).additive)
-  np.testing.assert_array_equal(margins, 0.0)
+  rows = losses.adjustments(names, prior, 1.0)
+  np.testing.assert_array_equal(rows, losses.Anchors.parse(names, prior, 1.0).additive)
+  np.testing.assert_array_equal(rows[1], 0.0)
+  assert np.all(rows[2] != 0.0)  # uniform: the log prior (forward is plain cross-entropy)
 
 
 def test_continuous_loss_at_vertices_is_anchor_loss(prior):

@@ -64,12 +64,12 @@ def both_dtypes() -> dict:
       images = jnp.zeros((16, *data.image_shape), jnp.float32)
       update = step_lib.make_update(run.model, step_lib.make_optimizer(config.optim, 5),
                                     objectives.from_config(config, data.class_counts, 10))
-      after, metrics = jax.eval_shape(update, run.state, images, jnp.zeros(16, jnp.int32), jax.random.PRNGKey(0))
+      after, metrics = jax.eval_shape(update, run.train_state, images, jnp.zeros(16, jnp.int32), jax.random.PRNGKey(0))
       features = jax.make_jaxpr(functools.partial(run.model.features, train=True))(
-          run.state.params, run.state.batch_stats, images)
+          run.train_state.params, run.train_state.batch_stats, images)
       out[dtype] = {
-          "steps": int(run.state.step), "expected_steps": 2 * (len(data.train_y) // 64), "compiles": counted,
-          "trained": {k: _float_dtypes(getattr(run.state, k)) for k in ("params", "batch_stats", "opt_state")},
+          "steps": run.step, "expected_steps": 2 * (len(data.train_y) // 64), "compiles": counted,
+          "trained": {k: _float_dtypes(getattr(run.train_state, k)) for k in ("params", "batch_stats", "opt_state")},
           "updated": {k: _float_dtypes(getattr(after, k)) for k in ("params", "batch_stats", "opt_state")},
           "loss": str(metrics["loss"].dtype), "features": str(features.out_avals[0].dtype),
           "bf16_convolutions": len(re.findall(r"bf16\[[^]]*\] = conv_general_dilated", str(features))),

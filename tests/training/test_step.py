@@ -173,5 +173,5 @@ def test_balanced_softmax_mixup_trains(digits_data):
   assert objectives.from_config(config, digits_data.class_counts, 4).mix == objectives.Mixup(0.4)
   run = loop.train(config, None, data=digits_data, log=lambda _: None)
   steps = len(digits_data.train_y) // 64
-  assert int(run.state.step) == steps >= 3
-  chex.assert_tree_all_finite(run.state.params)
+  assert run.step == steps >= 3
+  chex.assert_tree_all_finite(run.params)

@@ -102,8 +102,6 @@ def test_load_restores_parameters_without_the_optimiser(saved):
   assert run.step == 7 and run.data is None and run.train_state is None and run.workdir == workdir
   assert run.facts == run_lib.RunFacts.from_json(FACTS, "data.json")
   assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(run.params))
-  # The earlier run.state view still answers for callers not yet moved to run.params.
-  assert run.state.step == 7 and run.state.params is run.params
 
 
 def test_load_rejects_a_checkpoint_of_another_model(saved):

@@ -87,9 +87,8 @@ class _Context:
   @classmethod
   def of(cls, run: run_lib.Run) -> "_Context":
     prior = run.facts.prior
-    rows = losses.adjustments(run.config.loss.anchors, prior, run.config.loss.tau)
-    # Margin anchors (ldam) do not move the target prior; only the additive rows do.
-    additive = losses.split_anchors(run.config.loss.anchors, rows)[0]
+    # Margin anchors (ldam) do not move the target prior: their additive rows are zero.
+    additive = losses.adjustments(run.config.loss.anchors, prior, run.config.loss.tau)
     return cls(run=run, predictor=Predictor.for_run(run), prior=prior, adjust=np.asarray(additive))
 
   @property
@@ -142,6 +141,8 @@ def adapt(run: run_lib.Run | str | pathlib.Path, images: Any, method: str = "sta
   require(not adjust_logits or method == "em", "adjust_logits: only the em method adjusts logits; use "
           "method='em'")
   options = (options or stability.StabilityOptions()).validate()
+  if method == "em" and not adjust_logits:
+    check_grid_step(run.model.num_experts, run.facts.num_classes, grid_step)
   context = _Context.of(run)
   images = check_images(images, run.facts.image_shape)
   if features is None:
@@ -162,8 +163,6 @@ def adapt(run: run_lib.Run | str | pathlib.Path, images: Any, method: str = "sta
       return AdaptResult(preference=_rounded(ref), method=method, num_images=len(images), stop_reason=em_reason,
                          reference=ref, estimated_prior=q_hat, logit_adjustment=adjustment.astype(np.float32),
                          trace=trace)
-    require(isinstance(grid_step, (int, float)) and 0 < grid_step <= 1,
-            f"grid_step: expected a number in (0, 1] that divides 1, got {grid_step!r}")
     alpha, divergence = label_shift.closest_preference(q_hat, context.adjust, context.prior, grid_step,
                                                        context.shift)
     return AdaptResult(preference=_rounded(alpha), method=method, num_images=len(images), stop_reason=em_reason,
@@ -185,6 +184,12 @@ def adapt(run: run_lib.Run | str | pathlib.Path, images: Any, method: str = "sta
       seed=options.seed)
   return AdaptResult(preference=_rounded(w), method=method, num_images=len(images), stop_reason=reason,
                      reference=ref, estimated_prior=q_hat, trace=tuple(records))
+
+
+def check_grid_step(num_experts: int, num_classes: int, grid_step: float, field: str = "grid_step") -> int:
+  """Points of the em method's candidate grid (preference.check_grid); per point it keeps the target prior
+  [K] and its two float64 temporaries, and the row itself."""
+  return preference_lib.check_grid(num_experts, grid_step, field, 8 * (num_experts + 3 * num_classes))
 
 
 def _rounded(alpha: np.ndarray) -> np.ndarray:

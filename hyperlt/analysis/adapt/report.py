@@ -20,6 +20,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from hyperlt import progress
 from hyperlt.analysis import evaluate
 from hyperlt.analysis import format as fmt
 from hyperlt.analysis.adapt import core
@@ -105,7 +106,8 @@ def adapt_all_test_sets(run: Run, method: str = "stability", features: jnp.ndarr
     features = evaluate.test_features(run)
   base_tables = _baseline_tables(run, features)
   out = {}
-  for name, idx in run.data.test_sets.items():
+  for name, idx in progress.bar(run.data.test_sets.items(), total=len(run.data.test_sets),
+                                desc=f"adapt ({method}) per test set", unit="set", leave=True):
     result = core.adapt(run, run.data.test_x[idx], method, features=features[:, idx], **adapt_kwargs)
     out[name] = {"preference": result.to_json()["preference"], "stop_reason": result.stop_reason,
                  "max_mismatch_rise": _max_mismatch_rise(result),

@@ -56,6 +56,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from hyperlt import progress
 from hyperlt.analysis.adapt import label_shift
 from hyperlt.data import augment
 from hyperlt.errors import require
@@ -242,6 +243,7 @@ def learn_preference(predictor: predictor_lib.Predictor, images: np.ndarray, cle
   records = [{"epoch": 0, "preference": [1.0 / model.num_experts] * model.num_experts, "stability": None,
               "prior_mismatch": start_mismatch}]
   reason = BUDGET
+  epochs_bar = progress.bar(total=total_epochs, desc="adapt (stability)", unit="epoch")
   for epoch_index in range(1, total_epochs + 1):
     key, view_key, order_key = jax.random.split(key, 3)
     firsts, seconds = [], []
@@ -254,6 +256,7 @@ def learn_preference(predictor: predictor_lib.Predictor, images: np.ndarray, cle
         model, sgd, params, theta, opt_state, jnp.concatenate(firsts, 1), jnp.concatenate(seconds, 1), clean,
         n_device, order_key, shift)
     w, stability, p_bar = jax.device_get((jax.nn.softmax(new_theta), stability, p_bar))
+    epochs_bar.update(1)
     mismatch = float(label_shift.kl_divergence(q_hat, p_bar)) if track else None
     record = {"epoch": epoch_index, "preference": [float(v) for v in w], "stability": float(stability),
               "prior_mismatch": mismatch}
@@ -266,4 +269,5 @@ def learn_preference(predictor: predictor_lib.Predictor, images: np.ndarray, cle
     if min_weight > 0 and float(np.min(w)) < min_weight:
       reason = MIN_WEIGHT
       break
+  epochs_bar.close()
   return np.asarray(jax.nn.softmax(theta), np.float64), reason, records

@@ -1,4 +1,4 @@
-"""Run by test_sharded_features.py in a subprocess with 8 host devices (the device count is fixed when JAX
+"""Run by tests/inference/test_sharded_features.py in a subprocess with 8 host devices (the device count is fixed when JAX
 starts): features and predictions of a small random model on 1 device and split over 8, printed as JSON."""
 
 from __future__ import annotations
