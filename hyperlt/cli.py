@@ -29,12 +29,16 @@ class _Parser(argparse.ArgumentParser):
     self.exit(EXIT_BAD_INPUT, f"hyperlt: error: {message}\n")
 
 
-def _served_parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
-  """The parser of a command that serves a trained work dir: every such command needs ``--workdir``."""
+def _served_parser(sub, name: str, help_text: str, *,
+                   workdir_help: str = "a trained work dir (from hyperlt train --workdir DIR)",
+                   progress: bool = True) -> argparse.ArgumentParser:
+  """The parser of a command that reads a work dir: every such command needs ``--workdir``; the long ones
+  (``progress``) also take ``--no-progress``."""
   p = sub.add_parser(name, help=help_text)
-  p.add_argument("--workdir", required=True, help="a trained work dir (from hyperlt train --workdir DIR)")
-  p.add_argument("--no-progress", action="store_true",
-                 help="no progress bars on stderr (they are also off when stderr is not a terminal)")
+  p.add_argument("--workdir", required=True, help=workdir_help)
+  if progress:
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars on stderr (they are also off when stderr is not a terminal)")
   return p
 
 
@@ -386,16 +390,9 @@ def _run_adapt(args) -> int:
   return 0
 
 
-def _workdir_parser(sub, name: str, help_text: str, workdir_help: str) -> argparse.ArgumentParser:
-  """The parser of a command that reads a work dir and writes a file (no progress to show)."""
-  p = sub.add_parser(name, help=help_text)
-  p.add_argument("--workdir", required=True, help=workdir_help)
-  return p
-
-
 def _add_export(sub):
-  p = _workdir_parser(sub, "export", "write a jax.export artifact of a trained run for serving with jax alone",
-                      "a trained work dir (from hyperlt train --workdir DIR)")
+  p = _served_parser(sub, "export", "write a jax.export artifact of a trained run for serving with jax alone",
+                     progress=False)
   p.add_argument("--out", required=True,
                  help="the artifact file to write (e.g. model.jax); a sidecar FILE.json describes it; never one of "
                       "the work dir's own files")
@@ -420,8 +417,8 @@ def _run_export(args) -> int:
 
 
 def _add_plot(sub):
-  p = _workdir_parser(sub, "plot", "a figure of the training curves in a work dir's metrics.jsonl",
-                      "a work dir that training has logged to (its metrics.jsonl)")
+  p = _served_parser(sub, "plot", "a figure of the training curves in a work dir's metrics.jsonl",
+                     workdir_help="a work dir that training has logged to (its metrics.jsonl)", progress=False)
   p.add_argument("--out", default=None,
                  help="the PNG file to write (default: WORKDIR/plots/curves.png); never one of the work dir's own "
                       "files")

@@ -287,8 +287,13 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
 
   ``set_aside`` (a folder; the writer only) receives the damaged checkpoints newer than the one restored.
   """
-  read = lambda s: mngr.restore(s, args=ocp.args.StandardRestore(abstract_state))
-  return _first_readable(mngr, read, step, log, None if set_aside is None else pathlib.Path(set_aside))
+  return _first_readable(mngr, _state_reader(mngr, abstract_state), step, log,
+                         None if set_aside is None else pathlib.Path(set_aside))
+
+
+def _state_reader(mngr: ocp.CheckpointManager, abstract_state: Any) -> Callable[[int], Any]:
+  """``step -> state``: a whole train state restored into the structure and shardings of ``abstract_state``."""
+  return lambda s: mngr.restore(s, args=ocp.args.StandardRestore(abstract_state))
 
 
 def verify_older(mngr: ocp.CheckpointManager, abstract_state: Any, step: int, *,
@@ -298,7 +303,7 @@ def verify_older(mngr: ocp.CheckpointManager, abstract_state: Any, step: int, *,
   Orbax removes old checkpoints file by file, so one killed while being removed stays listed, incomplete;
   the writer finds it here (a few reads at start-up) instead of a reader falling back onto it later.
   """
-  read = lambda s: mngr.restore(s, args=ocp.args.StandardRestore(abstract_state))
+  read = _state_reader(mngr, abstract_state)
   moved = False
   for older in sorted((s for s in mngr.all_steps() if s < step), reverse=True):
     try:
